@@ -1,0 +1,32 @@
+# Two commands on a fresh machine: `make demo` and `make test`. Both create .venv on first use.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: setup test demo lint bench clean
+
+setup: $(STAMP)
+
+# torch is pinned and installed first: an unpinned torch would pull a multi-GB CUDA build.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check torch==2.13.0
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
+	touch $(STAMP)
+
+test: setup
+	WANDB_MODE=offline $(BIN)/python -m pytest -q
+
+demo: setup
+	$(BIN)/clsvit demo
+
+lint: setup
+	$(BIN)/ruff check clsvit_lightning tests experiments
+	$(BIN)/ruff format --check clsvit_lightning tests experiments
+
+bench: setup
+	$(BIN)/python experiments/benchmarks/backbone.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,50 @@
+"""The ``clsvit`` command: Lightning CLI subcommands plus the project's own.
+
+``clsvit fit|validate|test|predict --config ...`` is a stock ``LightningCLI`` (jsonargparse: every
+option can be overridden on the command line, ``--print_config`` works). Project commands such
+as ``clsvit summary`` or ``clsvit demo`` are dispatched before it, each with its own parser.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+
+from clsvit_lightning.commands.summary import demo_main, summary_main
+
+PROJECT_COMMANDS: dict[str, Callable[[list[str]], object]] = {
+    "summary": summary_main,
+    "demo": demo_main,
+}
+
+
+def main(args: list[str] | None = None) -> None:
+    """Console entry point (``clsvit``)."""
+    run(args)
+
+
+def run(args: list[str] | None = None) -> object:
+    """Run one ``clsvit`` command and return what it produced (the CLI object, a result table)."""
+    argv = list(sys.argv[1:] if args is None else args)
+    if argv and argv[0] in PROJECT_COMMANDS:
+        return PROJECT_COMMANDS[argv[0]](argv[1:])
+    return lightning_main(argv)
+
+
+def lightning_main(argv: list[str]) -> object:
+    from lightning.pytorch import LightningDataModule, LightningModule  # noqa: PLC0415 (keep `summary` light)
+    from lightning.pytorch.cli import LightningCLI  # noqa: PLC0415
+
+    return LightningCLI(
+        LightningModule,
+        LightningDataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        # A SLURM requeue or a W&B run writes into an existing folder: overwrite the saved config.
+        save_config_kwargs={"overwrite": True},
+        args=argv,
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,32 @@
+"""The backbone: a Vision Transformer with layer specialization. Imports without Lightning."""
+
+from clsvit_lightning.models.accounting import ParameterCount, count_flops_per_image, count_parameters
+from clsvit_lightning.models.checkpoint import CheckpointMismatchError, load_pretrained
+from clsvit_lightning.models.specialization import COMPONENTS, PRESETS, Specialization
+from clsvit_lightning.models.vision_transformer import (
+    SIZES,
+    VisionTransformer,
+    vit_base,
+    vit_giant,
+    vit_large,
+    vit_small,
+    vit_tiny,
+)
+
+__all__ = [
+    "COMPONENTS",
+    "PRESETS",
+    "SIZES",
+    "CheckpointMismatchError",
+    "ParameterCount",
+    "Specialization",
+    "VisionTransformer",
+    "count_flops_per_image",
+    "count_parameters",
+    "load_pretrained",
+    "vit_base",
+    "vit_giant",
+    "vit_large",
+    "vit_small",
+    "vit_tiny",
+]

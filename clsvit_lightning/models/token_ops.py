@@ -1,0 +1,151 @@
+"""Per-token ops that act on the two token groups: the one mechanism behind layer specialization.
+
+The residual stream of the backbone is carried as a pair of tensors:
+
+* ``prefix``:  ``[B, P, D]``, the [CLS] token and (by default) the register tokens;
+* ``patches``: ``[B, N, D]``, the patch tokens.
+
+Every op here maps that pair to a pair. Built with ``specialized=False`` it applies one set of
+parameters to both groups, exactly like the vanilla op. Built with ``specialized=True`` it adds a
+``prefix_<name>`` copy of each parameter and applies it to the prefix group, while the patch group
+keeps the vanilla parameter names (``blocks.0.norm1.weight``), so vanilla checkpoints load as they
+are and the missing prefix copies are filled from the shared weights (warm start).
+
+Each token goes through exactly one path, so FLOPs are those of the vanilla model. The groups are
+never packed into one tensor around a per-token op, so the split costs no copy either: the one
+concatenation per block is the one attention needs to let all tokens see each other.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+TokenPair = tuple[Tensor, Tensor]
+
+
+class _PrefixParameters:
+    """Mixin: with ``specialized=True``, a ``prefix_<name>`` twin for each name in ``_split``."""
+
+    _split: tuple[str, ...] = ()
+    specialized: bool = False
+
+    def _add_prefix_parameters(self) -> None:
+        self.specialized = True
+        for name in self._split:
+            shared = getattr(self, name)
+            if shared is not None:
+                self.register_parameter(f"prefix_{name}", nn.Parameter(shared.detach().clone()))
+            else:
+                self.register_parameter(f"prefix_{name}", None)
+
+    def prefix_parameter(self, name: str) -> Tensor | None:
+        """The parameter the prefix tokens use: their own twin, or the shared one."""
+        return getattr(self, f"prefix_{name}" if self.specialized else name)
+
+    def copy_shared_to_prefix(self) -> None:
+        """Warm start: make the prefix path compute exactly what the shared path computes."""
+        if self.specialized:
+            with torch.no_grad():
+                for name in self._split:
+                    if getattr(self, name) is not None:
+                        getattr(self, f"prefix_{name}").copy_(getattr(self, name))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # noqa: ANN001
+        # A vanilla checkpoint has no prefix_* keys: warm-start them from the shared weights, so
+        # that `load_state_dict(vanilla_state_dict)` works (strict) on a specialized model.
+        if self.specialized:
+            for name in self._split:
+                if f"{prefix}prefix_{name}" not in state_dict and f"{prefix}{name}" in state_dict:
+                    state_dict[f"{prefix}prefix_{name}"] = state_dict[f"{prefix}{name}"]
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+
+class TokenLayerNorm(_PrefixParameters, nn.LayerNorm):
+    """LayerNorm over each token group; specialized: the prefix tokens get their own affine."""
+
+    _split = ("weight", "bias")
+    no_weight_decay = frozenset({"weight", "bias", "prefix_weight", "prefix_bias"})
+
+    def __init__(self, dim: int, specialized: bool = False, eps: float = 1e-6) -> None:
+        super().__init__(dim, eps=eps)
+        if specialized:
+            self._add_prefix_parameters()
+
+    def forward(self, prefix: Tensor, patches: Tensor) -> TokenPair:  # type: ignore[override]
+        return self.forward_prefix(prefix), super().forward(patches)
+
+    def forward_prefix(self, prefix: Tensor) -> Tensor:
+        weight, bias = self.prefix_parameter("weight"), self.prefix_parameter("bias")
+        return F.layer_norm(prefix, self.normalized_shape, weight, bias, self.eps)
+
+    def forward_patches(self, patches: Tensor) -> Tensor:
+        return super().forward(patches)
+
+
+class TokenLinear(_PrefixParameters, nn.Linear):
+    """Linear layer over each token group; specialized: the prefix tokens get their own matrix."""
+
+    _split = ("weight", "bias")
+    no_weight_decay = frozenset({"bias", "prefix_bias"})
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, specialized: bool = False):
+        super().__init__(in_features, out_features, bias=bias)
+        nn.init.trunc_normal_(self.weight, std=0.02)
+        if self.bias is not None:
+            nn.init.zeros_(self.bias)
+        if specialized:
+            self._add_prefix_parameters()
+
+    def forward(self, prefix: Tensor, patches: Tensor) -> TokenPair:  # type: ignore[override]
+        prefix_out = F.linear(prefix, self.prefix_parameter("weight"), self.prefix_parameter("bias"))
+        return prefix_out, F.linear(patches, self.weight, self.bias)
+
+
+class LayerScale(_PrefixParameters, nn.Module):
+    """Per-channel residual scaling ``gamma * x`` (Touvron et al., CaiT); specializable."""
+
+    _split = ("gamma",)
+    no_weight_decay = frozenset({"gamma", "prefix_gamma"})
+
+    def __init__(self, dim: int, init_value: float, specialized: bool = False) -> None:
+        super().__init__()
+        self.init_value = init_value
+        self.gamma = nn.Parameter(torch.full((dim,), float(init_value)))
+        if specialized:
+            self._add_prefix_parameters()
+
+    def forward(self, prefix: Tensor, patches: Tensor) -> TokenPair:
+        return prefix * self.prefix_parameter("gamma"), patches * self.gamma
+
+
+class TokenIdentity(nn.Module):
+    """Stands in for LayerScale when it is disabled (``layerscale_init=None``)."""
+
+    def forward(self, prefix: Tensor, patches: Tensor) -> TokenPair:
+        return prefix, patches
+
+
+class TokenMlp(nn.Module):
+    """``fc1 -> GELU -> fc2`` on each token group; specialized: both linears get prefix twins."""
+
+    def __init__(self, dim: int, hidden_dim: int, specialized: bool = False) -> None:
+        super().__init__()
+        self.fc1 = TokenLinear(dim, hidden_dim, specialized=specialized)
+        self.act = nn.GELU()
+        self.fc2 = TokenLinear(hidden_dim, dim, specialized=specialized)
+
+    def forward(self, prefix: Tensor, patches: Tensor) -> TokenPair:
+        prefix, patches = self.fc1(prefix, patches)
+        return self.fc2(self.act(prefix), self.act(patches))
+
+
+def drop_path(prefix: Tensor, patches: Tensor, rate: float, training: bool) -> TokenPair:
+    """Stochastic depth on a residual branch: drop whole samples, the same ones in both groups."""
+    if rate == 0.0 or not training:
+        return prefix, patches
+    keep = 1.0 - rate
+    # [B, 1, 1]: one Bernoulli draw per sample, rescaled so the expectation is unchanged.
+    mask = prefix.new_empty(prefix.shape[0], 1, 1).bernoulli_(keep).div_(keep)
+    return prefix * mask, patches * mask
