@@ -74,9 +74,7 @@ def read_checkpoint(path: str | os.PathLike) -> Mapping[str, object]:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises several types for corrupt or unsafe files
-        raise CheckpointMismatchError(
-            f"cannot read checkpoint {path} as a weights-only torch file: {error}"
-        ) from error
+        raise CheckpointMismatchError(f"cannot read checkpoint {path} as a weights-only torch file: {error}") from error
 
 
 def _unwrap(raw: Mapping[str, object], report: LoadReport) -> dict[str, Tensor]:
@@ -89,8 +87,7 @@ def _unwrap(raw: Mapping[str, object], report: LoadReport) -> dict[str, Tensor]:
     tensors = {k: v for k, v in state.items() if isinstance(v, Tensor)}
     if not tensors:
         raise CheckpointMismatchError(
-            f"{report.source}: no tensors found; expected a state dict, optionally wrapped in "
-            f"one of {list(_WRAPPERS)}"
+            f"{report.source}: no tensors found; expected a state dict, optionally wrapped in one of {list(_WRAPPERS)}"
         )
     tensors = {k.removeprefix("module."): v for k, v in tensors.items()}
     if any(k.startswith("backbone.") for k in tensors):
@@ -150,12 +147,16 @@ def _check_keys(
             missing.append(key)
     wrong_shape = [
         f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}"
-        for k in sorted(set(state) & set(expected))
+        for k in sorted(set(state) & set(expected), key=lambda k: (k.startswith("blocks."), k))
         if state[k].shape != expected[k].shape
     ]
     if not (unknown or missing or wrong_shape):
         return
-    lines = [f"checkpoint {report.source} does not match the model ({_describe(model)}):"]
+    lines = [
+        f"checkpoint {report.source} does not match the model:",
+        f"  model:      {_describe(model)}",
+        f"  checkpoint: {_describe_state(state)}",
+    ]
     if wrong_shape:
         lines.append(f"  shape mismatches ({len(wrong_shape)}): " + "; ".join(wrong_shape[:10]))
     if missing:
@@ -175,3 +176,18 @@ def _describe(model: VisionTransformer) -> str:
         f"embed_dim={c['embed_dim']}, depth={c['depth']}, patch_size={c['patch_size']}, "
         f"num_registers={c['num_registers']}, specialization={c['specialization']!r}"
     )
+
+
+def _describe_state(state: Mapping[str, Tensor]) -> str:
+    """What architecture a state dict seems to hold, to make mismatch errors readable."""
+    parts = []
+    if "cls_token" in state:
+        parts.append(f"embed_dim={state['cls_token'].shape[-1]}")
+    blocks = {int(m.group(1)) for k in state if (m := re.match(r"blocks\.(\d+)\.", k))}
+    parts.append(f"depth={max(blocks) + 1 if blocks else 0}")
+    if "patch_embed.proj.weight" in state:
+        parts.append(f"patch_size={state['patch_embed.proj.weight'].shape[-1]}")
+    registers = state.get("register_tokens")
+    parts.append(f"num_registers={registers.shape[1] if registers is not None else 0}")
+    parts.append(f"specialized={any('.prefix_' in k or k.startswith('prefix_') for k in state)}")
+    return ", ".join(parts)

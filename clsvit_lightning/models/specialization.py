@@ -7,8 +7,9 @@ plus whether the final norm is split. It has three equivalent spellings:
 * a preset name: ``"vanilla"`` (nothing split) or ``"paper"`` (the recipe of Marouani et al.,
   ICLR 2026: norm1, norm2, ls1, ls2 in every block, the final norm, qkv in the first third);
 * a spec string for the command line and sweeps: ``;``-separated clauses
-  ``component[,component]:selector``, the bare word ``final_norm``, and optionally
-  ``registers_path:patch``. Example: ``"norm1,norm2:all;qkv:0-3;final_norm"``;
+  ``component[,component]:selector``, the bare word ``final_norm``, optionally
+  ``registers_path:patch``, and preset names as starting points. Examples:
+  ``"norm1,norm2:all;qkv:0-3;final_norm"``, ``"paper;registers_path:patch"``;
 * the structured form (this dataclass, or a dict of its fields in YAML).
 
 Block selectors: ``none``, ``all``, ``first_quarter``, ``first_third``, ``first_half``,
@@ -21,11 +22,11 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal, Union
+from typing import Literal
 
 COMPONENTS = ("norm1", "qkv", "proj", "ls1", "norm2", "mlp", "ls2")
 
-Selector = Union[str, int, list[int]]
+Selector = str | int | list[int]
 
 _FRACTIONS = {
     "none": lambda depth: range(0),
@@ -53,9 +54,7 @@ class Specialization:
 
     def __post_init__(self) -> None:
         if self.registers_path not in ("cls", "patch"):
-            raise ValueError(
-                f"specialization.registers_path must be 'cls' or 'patch', got {self.registers_path!r}"
-            )
+            raise ValueError(f"specialization.registers_path must be 'cls' or 'patch', got {self.registers_path!r}")
         for component in COMPONENTS:
             # Check the syntax now; block indices are checked against the depth in `blocks`.
             _parse_selector(getattr(self, component), depth=None, component=component)
@@ -76,9 +75,7 @@ class Specialization:
                 )
             return cls(**value)
         if not isinstance(value, str):
-            raise ValueError(
-                f"specialization must be a preset name, a spec string or a mapping, got {value!r}"
-            )
+            raise ValueError(f"specialization must be a preset name, a spec string or a mapping, got {value!r}")
         text = value.strip()
         if text in PRESETS:
             return PRESETS[text]
@@ -90,6 +87,9 @@ class Specialization:
         for clause in filter(None, (c.strip() for c in text.split(";"))):
             if clause == "final_norm":
                 fields["final_norm"] = True
+                continue
+            if clause in PRESETS:  # a preset as a starting point: "paper;mlp:all"
+                fields.update(dataclasses.asdict(PRESETS[clause]))
                 continue
             if ":" not in clause:
                 raise ValueError(
@@ -174,8 +174,7 @@ def _parse_selector(selector: Selector, depth: int | None, component: str) -> fr
             first, last = int(low), int(high)
             if first > last:
                 raise ValueError(
-                    f"specialization of {component!r}: range {item!r} runs backwards "
-                    f"(write it as '{last}-{first}')"
+                    f"specialization of {component!r}: range {item!r} runs backwards (write it as '{last}-{first}')"
                 )
         else:
             raise ValueError(_selector_help(component, selector))
@@ -219,7 +218,5 @@ PRESETS: dict[str, Specialization] = {
     "none": Specialization(),
     # Norms and LayerScales everywhere, the final norm, QKV in the first third (paper.md §2.2-2.3):
     # +8.3 % parameters for ViT-S/B/L, no extra FLOPs.
-    "paper": Specialization(
-        norm1="all", norm2="all", ls1="all", ls2="all", qkv="first_third", final_norm=True
-    ),
+    "paper": Specialization(norm1="all", norm2="all", ls1="all", ls2="all", qkv="first_third", final_norm=True),
 }

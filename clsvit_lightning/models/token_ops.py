@@ -2,14 +2,16 @@
 
 The residual stream of the backbone is carried as a pair of tensors:
 
-* ``prefix``:  ``[B, P, D]``, the [CLS] token and (by default) the register tokens;
+* ``prefix``:  ``[B, 1 + R, D]``, the [CLS] token and the register tokens;
 * ``patches``: ``[B, N, D]``, the patch tokens.
 
 Every op here maps that pair to a pair. Built with ``specialized=False`` it applies one set of
 parameters to both groups, exactly like the vanilla op. Built with ``specialized=True`` it adds a
 ``prefix_<name>`` copy of each parameter and applies it to the prefix group, while the patch group
 keeps the vanilla parameter names (``blocks.0.norm1.weight``), so vanilla checkpoints load as they
-are and the missing prefix copies are filled from the shared weights (warm start).
+are and the missing prefix copies are filled from the shared weights (warm start). When the
+registers are routed with the patches (``prefix_path_tokens = 1``), only [CLS] takes the prefix
+parameters; the registers keep the shared ones.
 
 Each token goes through exactly one path, so FLOPs are those of the vanilla model. The groups are
 never packed into one tensor around a per-token op, so the split costs no copy either: the one
@@ -30,6 +32,8 @@ class _PrefixParameters:
 
     _split: tuple[str, ...] = ()
     specialized: bool = False
+    # Leading tokens of the prefix group that take the prefix parameters (None: all of them).
+    prefix_path_tokens: int | None = None
 
     def _add_prefix_parameters(self) -> None:
         self.specialized = True
@@ -43,6 +47,17 @@ class _PrefixParameters:
     def prefix_parameter(self, name: str) -> Tensor | None:
         """The parameter the prefix tokens use: their own twin, or the shared one."""
         return getattr(self, f"prefix_{name}" if self.specialized else name)
+
+    def _apply_to_prefix(self, prefix: Tensor, op) -> Tensor:  # noqa: ANN001
+        """``op(tensor, use_prefix_parameters)`` on the prefix group, honouring the register route."""
+        out = op(prefix, self.specialized)
+        routed = self.prefix_path_tokens
+        if self.specialized and routed is not None and routed < prefix.shape[1]:
+            # Registers on the patch path take the shared parameters. Both results cover the whole
+            # (tiny) group so that each row comes from a kernel call of the same shape as in the
+            # vanilla model: warm-started outputs then match it bit for bit.
+            out = torch.cat([out[:, :routed], op(prefix, False)[:, routed:]], dim=1)
+        return out
 
     def copy_shared_to_prefix(self) -> None:
         """Warm start: make the prefix path compute exactly what the shared path computes."""
@@ -77,8 +92,11 @@ class TokenLayerNorm(_PrefixParameters, nn.LayerNorm):
         return self.forward_prefix(prefix), super().forward(patches)
 
     def forward_prefix(self, prefix: Tensor) -> Tensor:
-        weight, bias = self.prefix_parameter("weight"), self.prefix_parameter("bias")
-        return F.layer_norm(prefix, self.normalized_shape, weight, bias, self.eps)
+        return self._apply_to_prefix(prefix, self._norm)
+
+    def _norm(self, tokens: Tensor, use_prefix: bool) -> Tensor:
+        weight, bias = (self.prefix_weight, self.prefix_bias) if use_prefix else (self.weight, self.bias)
+        return F.layer_norm(tokens, self.normalized_shape, weight, bias, self.eps)
 
     def forward_patches(self, patches: Tensor) -> Tensor:
         return super().forward(patches)
@@ -99,8 +117,11 @@ class TokenLinear(_PrefixParameters, nn.Linear):
             self._add_prefix_parameters()
 
     def forward(self, prefix: Tensor, patches: Tensor) -> TokenPair:  # type: ignore[override]
-        prefix_out = F.linear(prefix, self.prefix_parameter("weight"), self.prefix_parameter("bias"))
-        return prefix_out, F.linear(patches, self.weight, self.bias)
+        return self._apply_to_prefix(prefix, self._linear), F.linear(patches, self.weight, self.bias)
+
+    def _linear(self, tokens: Tensor, use_prefix: bool) -> Tensor:
+        weight, bias = (self.prefix_weight, self.prefix_bias) if use_prefix else (self.weight, self.bias)
+        return F.linear(tokens, weight, bias)
 
 
 class LayerScale(_PrefixParameters, nn.Module):
@@ -117,7 +138,10 @@ class LayerScale(_PrefixParameters, nn.Module):
             self._add_prefix_parameters()
 
     def forward(self, prefix: Tensor, patches: Tensor) -> TokenPair:
-        return prefix * self.prefix_parameter("gamma"), patches * self.gamma
+        return self._apply_to_prefix(prefix, self._scale), patches * self.gamma
+
+    def _scale(self, tokens: Tensor, use_prefix: bool) -> Tensor:
+        return tokens * (self.prefix_gamma if use_prefix else self.gamma)
 
 
 class TokenIdentity(nn.Module):

@@ -1,9 +1,9 @@
 """Vision Transformer with [CLS], registers and layer specialization (DINOv2 layout and keys).
 
 Token sequence: ``[CLS, R registers, N patches]``; the registers get no positional embedding.
-Inside the blocks the sequence travels as a pair ``(prefix, patches)`` (see ``token_ops``): the
-prefix group holds [CLS] and, with ``registers_path="cls"`` (default), the registers; with
-``registers_path="patch"`` the registers lead the patch group and share the patch parameters.
+Inside the blocks the sequence travels as a pair ``(prefix [B, 1 + R, D], patches [B, N, D])``
+(see ``token_ops``). With ``registers_path="cls"`` (default) the registers take the [CLS]
+parameters of specialized components; with ``registers_path="patch"`` they take the patch ones.
 State-dict keys are DINOv2's (``cls_token``, ``register_tokens``, ``pos_embed``, ``mask_token``,
 ``patch_embed.proj``, ``blocks.{i}.{norm1,attn.qkv,attn.proj,ls1.gamma,...}``, ``norm``), with
 ``prefix_*`` parameters beside the shared ones where a component is specialized.
@@ -38,9 +38,7 @@ class PatchEmbed(nn.Module):
             raise ValueError(f"expected images of shape [B, C, H, W], got {tuple(images.shape)}")
         height, width = images.shape[-2:]
         if height % self.patch_size or width % self.patch_size:
-            raise ValueError(
-                f"image size {height}x{width} is not divisible by the patch size {self.patch_size}"
-            )
+            raise ValueError(f"image size {height}x{width} is not divisible by the patch size {self.patch_size}")
         return self.proj(images).flatten(2).transpose(1, 2)  # [B, N, D]
 
 
@@ -87,7 +85,7 @@ class VisionTransformer(nn.Module):
         self.depth = depth
         self.num_registers = num_registers
         self.num_prefix_tokens = 1 + num_registers  # tokens before the patches in the sequence
-        # How many leading tokens take the prefix path: [CLS] alone, or [CLS] and the registers.
+        # How many leading tokens take the prefix parameters: [CLS] and the registers, or [CLS] alone.
         self.num_prefix_path_tokens = 1 + (num_registers if self.spec.registers_path == "cls" else 0)
         self.interpolate_offset = interpolate_offset
         self.interpolate_antialias = interpolate_antialias
@@ -113,6 +111,10 @@ class VisionTransformer(nn.Module):
             for i in range(depth)
         )
         self.norm = TokenLayerNorm(embed_dim, specialized=self.spec.final_norm)
+        if self.num_prefix_path_tokens < self.num_prefix_tokens:
+            for module in self.modules():
+                if isinstance(module, _PrefixParameters):
+                    module.prefix_path_tokens = self.num_prefix_path_tokens
         self.init_weights()
 
     def init_weights(self) -> None:
@@ -148,13 +150,13 @@ class VisionTransformer(nn.Module):
         return torch.cat([class_pos, patch_pos.to(class_pos.dtype)], dim=1).to(dtype)
 
     def prepare_tokens(self, images: Tensor, masks: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """Embed images into the ``(prefix [B, P, D], patches [B, N', D])`` pair fed to the blocks.
+        """Embed images into the ``(prefix [B, 1 + R, D], patches [B, N, D])`` pair of the blocks.
 
         ``masks`` (``[B, N]`` bool, True = masked) replaces patch embeddings by ``mask_token``
         before the positional embedding is added (iBOT).
         """
+        patches = self.patch_embed(images)  # [B, N, D]; checks the image shape
         batch, _, height, width = images.shape
-        patches = self.patch_embed(images)  # [B, N, D]
         if masks is not None:
             if masks.shape != patches.shape[:2]:
                 raise ValueError(f"masks must have shape {tuple(patches.shape[:2])}, got {tuple(masks.shape)}")
@@ -165,15 +167,11 @@ class VisionTransformer(nn.Module):
         if self.register_tokens is None:
             return cls, patches
         registers = self.register_tokens.expand(batch, -1, -1)  # [B, R, D]
-        if self.spec.registers_path == "cls":
-            return torch.cat([cls, registers], dim=1), patches  # [B, 1 + R, D]
-        return cls, torch.cat([registers, patches], dim=1)  # [B, R + N, D]
+        return torch.cat([cls, registers], dim=1), patches  # [B, 1 + R, D], [B, N, D]
 
-    def _split_outputs(self, prefix: Tensor, patches: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """(cls [B, D], registers [B, R, D], patches [B, N, D]) from a pair of either routing."""
-        tokens_before_patches = self.num_prefix_tokens - self.num_prefix_path_tokens
-        if tokens_before_patches:  # registers travel at the head of the patch group
-            return prefix[:, 0], patches[:, :tokens_before_patches], patches[:, tokens_before_patches:]
+    @staticmethod
+    def _split_outputs(prefix: Tensor, patches: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """(cls [B, D], registers [B, R, D], patches [B, N, D])."""
         return prefix[:, 0], prefix[:, 1:], patches
 
     # ----------------------------------------------------------------- outputs

@@ -1,0 +1,129 @@
+"""Backbone speed: vanilla vs specialized, forward and train step, against a matmul in the same run.
+
+    .venv/bin/python experiments/benchmarks/backbone.py [--size small --patch_size 16 --batch_size 16]
+
+Prints one JSON object. Everything is measured in this process, with the variants interleaved
+round by round so that drifts of the machine hit them alike; medians over the rounds are used.
+Targets (issue 2, 2-core CPU): specialized / vanilla time <= 1.02 for the forward and for the
+train step; forward FLOP/s >= 0.6 x the FLOP/s of a 2048x2048 fp32 matmul.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+import torch
+
+from clsvit_lightning.models import SIZES
+
+
+def time_call(fn, rounds: int) -> list[float]:
+    times = []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def matmul_flops_per_second(size: int = 2048, rounds: int = 10) -> float:
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    a @ b  # warm-up
+    return 2 * size**3 / statistics.median(time_call(lambda: a @ b, rounds))
+
+
+def make_steps(model: torch.nn.Module, images: torch.Tensor):
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    # A fixed projection of both token groups: gradients flow to [CLS] and to the patches.
+    target = torch.randn(model.embed_dim)
+
+    def forward() -> None:
+        model.eval()
+        with torch.no_grad():
+            model.forward_features(images)
+
+    def train_step() -> None:
+        model.train()
+        out = model.forward_features(images)
+        loss = (out["x_norm_clstoken"] @ target).square().mean() + (out["x_norm_patchtokens"] @ target).square().mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    return forward, train_step
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", default="small", choices=sorted(SIZES))
+    parser.add_argument("--patch_size", type=int, default=16)
+    parser.add_argument("--img_size", type=int, default=224)
+    parser.add_argument("--batch_size", type=int, default=16)
+    parser.add_argument("--specialization", default="paper")
+    parser.add_argument("--num_registers", type=int, default=0)
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+
+    images = torch.randn(args.batch_size, 3, args.img_size, args.img_size)
+    variants = {}
+    for name, spec in (("vanilla", "vanilla"), ("specialized", args.specialization)):
+        model = SIZES[args.size](
+            patch_size=args.patch_size, img_size=args.img_size, specialization=spec, num_registers=args.num_registers
+        )
+        variants[name] = (model, *make_steps(model, images))
+
+    matmul = matmul_flops_per_second()
+    times: dict[str, dict[str, list[float]]] = {name: {"forward": [], "train_step": []} for name in variants}
+    for _, forward, train_step in variants.values():  # warm-up (allocator, oneDNN caches)
+        forward()
+        train_step()
+    for round_index in range(args.rounds):
+        order = list(variants) if round_index % 2 == 0 else list(reversed(variants))  # no first-mover bias
+        for name in order:
+            _, forward, train_step = variants[name]
+            times[name]["forward"] += time_call(forward, 1)
+            times[name]["train_step"] += time_call(train_step, 1)
+    matmul = max(matmul, matmul_flops_per_second())  # the better of two takes, before and after
+
+    flops = variants["vanilla"][0].flops_per_image()
+    result: dict[str, object] = {
+        "benchmark": "backbone",
+        "model": f"vit_{args.size}/{args.patch_size}",
+        "specialization": args.specialization,
+        "img_size": args.img_size,
+        "batch_size": args.batch_size,
+        "num_registers": args.num_registers,
+        "threads": torch.get_num_threads(),
+        "rounds": args.rounds,
+        "gflops_per_image": {n: m.flops_per_image() / 1e9 for n, (m, _, _) in variants.items()},
+        "params_overhead": variants["specialized"][0].parameter_count().overhead,
+        "matmul_2048_gflops_per_s": matmul / 1e9,
+    }
+    for name in variants:
+        for phase in ("forward", "train_step"):
+            median = statistics.median(times[name][phase])
+            result[f"{name}_{phase}_images_per_s"] = args.batch_size / median
+    for phase in ("forward", "train_step"):
+        result[f"time_ratio_{phase}"] = statistics.median(times["specialized"][phase]) / statistics.median(
+            times["vanilla"][phase]
+        )
+    forward_flops_per_s = flops * args.batch_size / statistics.median(times["vanilla"]["forward"])
+    result["forward_gflops_per_s"] = forward_flops_per_s / 1e9
+    result["forward_flops_vs_matmul"] = forward_flops_per_s / matmul
+    result["targets"] = {
+        "time_ratio_forward<=1.02": result["time_ratio_forward"] <= 1.02,
+        "time_ratio_train_step<=1.02": result["time_ratio_train_step"] <= 1.02,
+        "forward_flops_vs_matmul>=0.6": result["forward_flops_vs_matmul"] >= 0.6,
+    }
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,156 @@
+import pytest
+import torch
+import torch.nn.functional as F
+
+from clsvit_lightning.models import CheckpointMismatchError, VisionTransformer, load_pretrained
+
+
+def build(**kwargs):
+    defaults = dict(img_size=32, patch_size=8, embed_dim=48, depth=3, num_heads=3, layerscale_init=0.3)
+    return VisionTransformer(**{**defaults, **kwargs}).eval()
+
+
+def source_model(**kwargs):
+    model = build(**kwargs)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.normal_(0, 0.2)
+    return model
+
+
+def same_outputs(a, b, images=None):
+    images = torch.randn(2, 3, 32, 32) if images is None else images
+    with torch.no_grad():
+        return torch.allclose(a.forward_features(images)["x_prenorm"], b.forward_features(images)["x_prenorm"])
+
+
+@pytest.mark.parametrize("num_registers", [0, 4])
+def test_dinov2_flat_keys_load_as_they_are(num_registers):
+    source = source_model(num_registers=num_registers)
+    target = build(num_registers=num_registers)
+    report = load_pretrained(target, dict(source.state_dict()))
+    assert same_outputs(source, target)
+    assert not report.warm_started and not report.dropped
+
+
+def test_dinov2_teacher_checkpoint_with_chunks_prefixes_and_heads(tmp_path):
+    source = source_model(num_registers=4)
+    chunked = {}
+    for key, value in source.state_dict().items():
+        if key.startswith("blocks."):
+            index = int(key.split(".")[1])
+            key = f"blocks.{index // 2}." + key[len("blocks.") :]  # block_chunks=2: blocks.<chunk>.<i>.
+        chunked[f"module.backbone.{key}"] = value
+    chunked["module.dino_head.mlp.0.weight"] = torch.zeros(8, 48)
+    chunked["module.ibot_head.last_layer.weight_g"] = torch.zeros(8, 1)
+    path = tmp_path / "teacher_checkpoint.pth"
+    torch.save({"teacher": chunked, "iteration": 7}, path)
+    target = build(num_registers=4)
+    report = load_pretrained(target, path)
+    assert same_outputs(source, target)
+    assert sorted(report.dropped) == ["dino_head.mlp.0.weight", "ibot_head.last_layer.weight_g"]
+
+
+def test_timm_format_registers_pos_embed_without_class_slot_and_classifier_head():
+    source = source_model(num_registers=4)
+    with torch.no_grad():
+        source.pos_embed[:, 0] = 0  # timm no_embed_class: [CLS] gets no position
+    timm_state = {k: v for k, v in source.state_dict().items() if k not in ("register_tokens", "mask_token")}
+    timm_state["reg_token"] = source.register_tokens.detach()
+    timm_state["pos_embed"] = source.pos_embed.detach()[:, 1:]  # [1, 16, D]
+    timm_state["head.weight"], timm_state["head.bias"] = torch.zeros(10, 48), torch.zeros(10)
+    target = build(num_registers=4)
+    report = load_pretrained(target, timm_state)
+    assert same_outputs(source, target)
+    assert report.kept_initial == ["mask_token"]
+    assert set(report.dropped) == {"head.weight", "head.bias"}
+
+
+def test_pos_embed_of_another_grid_is_resized_bicubically():
+    source = source_model(img_size=64)  # 8x8 grid
+    target = build(img_size=32)  # 4x4 grid
+    report = load_pretrained(target, source.state_dict())
+    grid = source.pos_embed[:, 1:].reshape(1, 8, 8, 48).permute(0, 3, 1, 2)
+    expected = F.interpolate(grid, size=(4, 4), mode="bicubic").permute(0, 2, 3, 1).reshape(1, 16, 48)
+    torch.testing.assert_close(target.pos_embed[:, 1:], expected)
+    torch.testing.assert_close(target.pos_embed[:, :1], source.pos_embed[:, :1])
+    assert report.resized == ["pos_embed: 8x8 -> 4x4 grid"]
+
+
+def test_vanilla_checkpoint_warm_starts_a_specialized_model():
+    source = source_model(num_registers=1)
+    target = build(num_registers=1, specialization="paper")
+    report = load_pretrained(target, source.state_dict())
+    assert "blocks.0.attn.qkv.prefix_weight" in report.warm_started and "norm.prefix_bias" in report.warm_started
+    assert same_outputs(source, target)
+
+
+def test_specialized_checkpoint_round_trips_into_a_specialized_model(tmp_path):
+    source = source_model(specialization="paper")
+    torch.save(source.state_dict(), tmp_path / "paper.pth")
+    target = build(specialization="paper")
+    report = load_pretrained(target, tmp_path / "paper.pth")
+    assert not report.warm_started and same_outputs(source, target)
+
+
+def test_specialized_checkpoint_into_a_vanilla_model_is_refused_with_a_hint():
+    source = source_model(specialization="paper")
+    with pytest.raises(
+        CheckpointMismatchError, match=r"unknown to the model.*prefix_weight(.|\n)*hint: the checkpoint is specialized"
+    ):
+        load_pretrained(build(), source.state_dict())
+
+
+def test_dimension_mismatch_lists_the_keys_and_shapes():
+    source = source_model(embed_dim=36)
+    with pytest.raises(
+        CheckpointMismatchError,
+        match=r"checkpoint: embed_dim=36(.|\n)*shape mismatches.*"
+        r"cls_token: checkpoint \(1, 1, 36\) vs model \(1, 1, 48\)",
+    ):
+        load_pretrained(build(), source.state_dict())
+
+
+def test_depth_mismatch_lists_missing_and_unknown_blocks():
+    with pytest.raises(CheckpointMismatchError, match=r"missing from the checkpoint.*blocks\.2\.attn\.proj\.bias"):
+        load_pretrained(build(), source_model(depth=2).state_dict())
+    with pytest.raises(CheckpointMismatchError, match=r"unknown to the model.*blocks\.3\."):
+        load_pretrained(build(), source_model(depth=4).state_dict())
+
+
+def test_register_count_mismatch_is_a_shape_error():
+    with pytest.raises(
+        CheckpointMismatchError, match=r"register_tokens: checkpoint \(1, 4, 48\) vs model \(1, 2, 48\)"
+    ):
+        load_pretrained(build(num_registers=2), source_model(num_registers=4).state_dict())
+
+
+def test_swiglu_checkpoint_gets_a_hint():
+    state = dict(source_model().state_dict())
+    state["blocks.0.mlp.w12.weight"] = torch.zeros(4, 48)
+    with pytest.raises(CheckpointMismatchError, match="SwiGLU"):
+        load_pretrained(build(), state)
+
+
+def test_unreadable_files_name_the_path(tmp_path):
+    with pytest.raises(FileNotFoundError, match="checkpoint file not found: .*missing.pth"):
+        load_pretrained(build(), tmp_path / "missing.pth")
+    corrupt = tmp_path / "corrupt.pth"
+    corrupt.write_bytes(b"not a torch file")
+    with pytest.raises(CheckpointMismatchError, match=r"cannot read checkpoint .*corrupt\.pth"):
+        load_pretrained(build(), corrupt)
+    empty = tmp_path / "empty.pth"
+    torch.save({"epoch": 3}, empty)
+    with pytest.raises(CheckpointMismatchError, match="no tensors found"):
+        load_pretrained(build(), empty)
+
+
+def test_pickled_objects_are_refused_by_weights_only_loading(tmp_path):
+    path = tmp_path / "pickled.pth"
+    torch.save({"model": source_model().state_dict(), "config": _Custom()}, path)
+    with pytest.raises(CheckpointMismatchError, match="weights-only"):
+        load_pretrained(build(), path)
+
+
+class _Custom:
+    pass
