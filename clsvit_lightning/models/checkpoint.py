@@ -4,6 +4,7 @@ Our key names are DINOv2's, so most of the work is unwrapping and renaming:
 
 * wrappers: ``{"teacher": ...}``, ``{"model": ...}``, ``{"state_dict": ...}``; key prefixes
   ``module.`` and ``backbone.`` (heads such as ``dino_head.*`` beside ``backbone.*`` are dropped);
+  Lightning checkpoints of this project's pretraining (``teacher.backbone.*``: the teacher);
 * DINOv2 training chunks: ``blocks.<chunk>.<i>.`` -> ``blocks.<i>.`` (``i`` is already global);
 * timm: ``reg_token`` -> ``register_tokens``, a ``pos_embed`` without a [CLS] position
   (``no_embed_class``) gets a zero one, the classifier ``head.*`` is dropped;
@@ -90,6 +91,9 @@ def _unwrap(raw: Mapping[str, object], report: LoadReport) -> dict[str, Tensor]:
             f"{report.source}: no tensors found; expected a state dict, optionally wrapped in one of {list(_WRAPPERS)}"
         )
     tensors = {k.removeprefix("module."): v for k, v in tensors.items()}
+    if any(k.startswith("teacher.backbone.") for k in tensors):  # a pretraining checkpoint of this project
+        report.dropped += sorted(k for k in tensors if not k.startswith("teacher.backbone."))
+        tensors = {k.removeprefix("teacher."): v for k, v in tensors.items() if k.startswith("teacher.backbone.")}
     if any(k.startswith("backbone.") for k in tensors):
         report.dropped += sorted(k for k in tensors if not k.startswith("backbone."))
         tensors = {k.removeprefix("backbone."): v for k, v in tensors.items() if k.startswith("backbone.")}
