@@ -44,7 +44,11 @@ class DINOLoss(nn.Module):
 
     @classmethod
     def pair_weights(
-        cls, num_student_crops: int, num_teacher_views: int, device: torch.device | str | None = None
+        cls,
+        num_student_crops: int,
+        num_teacher_views: int,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype = torch.float32,
     ) -> Tensor:
         """``[S, T]`` weights of each pair in the average: 1 / pair_count, 0 on same-view pairs."""
         num_pairs = cls.pair_count(num_student_crops, num_teacher_views)
@@ -53,7 +57,7 @@ class DINOLoss(nn.Module):
                 f"no (student crop, teacher view) pair left with {num_student_crops} student crops "
                 f"and {num_teacher_views} teacher views: each global crop only meets its own view"
             )
-        weights = torch.full((num_student_crops, num_teacher_views), 1.0 / num_pairs, device=device)
+        weights = torch.full((num_student_crops, num_teacher_views), 1.0 / num_pairs, device=device, dtype=dtype)
         same_view = torch.arange(min(num_student_crops, num_teacher_views), device=device)
         weights[same_view, same_view] = 0.0  # a global crop is never trained against its own teacher view
         return weights  # [S, T]
@@ -61,13 +65,13 @@ class DINOLoss(nn.Module):
     def forward(self, student_logits: Tensor, teacher_probs: Tensor) -> Tensor:
         student_log_probs, teacher_probs = self._log_probs_and_targets(student_logits, teacher_probs)
         num_student_crops, batch_size, _ = student_log_probs.shape
-        weights = self.pair_weights(num_student_crops, teacher_probs.shape[0], device=student_log_probs.device)
+        weights = self.pair_weights(
+            num_student_crops, teacher_probs.shape[0], device=student_log_probs.device, dtype=student_log_probs.dtype
+        )
         # [S, B, K] x [T, B, K] x [S, T] -> weighted sum over pairs, prototypes and samples ...
         # (operands in this order so that einsum first contracts B and K to [S, T], never materialising
         # a [T, B, K] or larger intermediate)
-        summed_over_batch = -torch.einsum(
-            "sbk,tbk,st->", student_log_probs, teacher_probs, weights.to(student_log_probs.dtype)
-        )
+        summed_over_batch = -torch.einsum("sbk,tbk,st->", student_log_probs, teacher_probs, weights)
         return summed_over_batch / batch_size  # ... whose sum over samples becomes a batch mean
 
     def pair_cross_entropy(self, student_logits: Tensor, teacher_probs: Tensor) -> Tensor:
