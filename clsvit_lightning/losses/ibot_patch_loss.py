@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 
-def masks_weight_from_masks(masks: Tensor) -> Tensor:
+def masks_weight_from_masks(masks: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
     """``[M]`` weight of each masked patch: 1 / (number of masked patches in its image).
 
     ``masks`` is ``[N_images, N_patches]`` bool; the weights follow the order of ``masks.nonzero()``
@@ -20,7 +20,7 @@ def masks_weight_from_masks(masks: Tensor) -> Tensor:
     """
     if masks.ndim != 2 or masks.dtype != torch.bool:
         raise ValueError(f"expected masks [N_images, N_patches] of dtype bool, got {tuple(masks.shape)} {masks.dtype}")
-    masked_per_image = masks.sum(dim=1, keepdim=True, dtype=torch.float32)  # [N_images, 1]
+    masked_per_image = masks.sum(dim=1, keepdim=True, dtype=dtype)  # [N_images, 1]
     # Images without masked patches contribute no entry below, so their count never divides anything.
     weight_per_patch = (1.0 / masked_per_image.clamp(min=1.0)).expand(masks.shape)  # [N_images, N_patches]
     return weight_per_patch[masks]  # [M]
