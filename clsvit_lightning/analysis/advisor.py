@@ -20,13 +20,16 @@ Every candidate scores ``max(separation, 0) + channel_specificity`` (both listed
   and ``channel_specificity`` that of ``norm1``'s output, i.e. how differently [CLS] and patches
   arrive at the projection, so how much one shared matrix must serve two input distributions.
 
-Selection: candidates are ranked by score. Norms cost ``2 D`` parameters each and are taken when
-their score reaches ``keep_fraction`` of the best norm score; LayerScales (``D`` each) follow their
-norm (``ls1`` with ``norm1``, ``ls2`` with ``norm2``) as in the paper's recipe, not on evidence of
-their own; then qkv blocks (``3 D^2 + 3 D`` each) are taken in rank order, above the same relative
-threshold, while the added parameters stay within ``max_overhead`` of the model (default 8.5 %,
-about the paper's overhead). ``proj`` and ``mlp`` are never proposed: no measurement here speaks
-for them, and the paper's ablations dropped them.
+Selection: candidates are taken in rank order when their score is positive and reaches
+``keep_fraction`` of the best score of their family, while the added parameters stay within
+``max_overhead`` of the model (default 8.5 %, about the paper's overhead). Norms go first (``2 D``
+parameters each), each with its LayerScale (``D``; ``ls1`` with ``norm1``, ``ls2`` with ``norm2``,
+as in the paper's recipe, not on evidence of their own); then qkv blocks (``3 D^2 + 3 D`` each).
+``proj`` and ``mlp`` are never proposed: no measurement here speaks for them, and the paper's
+ablations dropped them.
+
+The scores are evidence of strain in the shared parameters of a *trained vanilla* model, not a
+prediction of downstream gains: validate a proposal by training it (e.g. in the W&B sweep).
 """
 
 from __future__ import annotations
@@ -117,17 +120,15 @@ def advise(
     budget = max_overhead * model["num_parameters"]
     spent = 0
 
-    best_norm = max(c.score for c in norms)
-    for candidate in norms:
-        candidate.selected = candidate.score > 0 and candidate.score >= keep_fraction * best_norm
-        if candidate.selected:
-            spent += candidate.extra_parameters + (dim if pair_layerscale and candidate.block is not None else 0)
-    best_qkv = max(c.score for c in qkvs)
-    for candidate in sorted(qkvs, key=lambda c: -c.score):
-        fits = spent + candidate.extra_parameters <= budget
-        if candidate.score > 0 and candidate.score >= keep_fraction * best_qkv and fits:
-            candidate.selected = True
-            spent += candidate.extra_parameters
+    # Cheap norms first (with their LayerScale), then the costly qkv blocks, each in rank order.
+    for family in (norms, qkvs):
+        best = max(c.score for c in family)
+        for candidate in sorted(family, key=lambda c: -c.score):
+            paired = dim if pair_layerscale and candidate.component in ("norm1", "norm2") else 0
+            cost = candidate.extra_parameters + paired
+            if candidate.score > 0 and candidate.score >= keep_fraction * best and spent + cost <= budget:
+                candidate.selected = True
+                spent += cost
 
     chosen: dict[str, list[int]] = {"norm1": [], "norm2": [], "qkv": [], "ls1": [], "ls2": []}
     for candidate in norms + qkvs:
