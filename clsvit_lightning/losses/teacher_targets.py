@@ -72,7 +72,14 @@ def sinkhorn_knopp(
 
     DINOv2 exponentiates directly; here the global max of ``teacher_logits / temperature`` is
     subtracted first. A constant factor on ``Q`` cancels in the first normalisation, so the result is
-    the same, without overflow for large logits or small temperatures.
+    the same, without overflow for large logits or small temperatures. Like DINOv2's, the iterations
+    run on ``Q`` itself, not in the log domain: a prototype whose every entry underflows (logits more
+    than ~85 x temperature below the global max) gives NaN. The DINO head's logits are cosines times
+    ``weight_g``, far inside that range.
+
+    On one process ``B`` only rescales intermediate values (the row step removes any global factor);
+    across ranks it sets how much each rank's samples weigh, so every rank must pass the same global
+    count.
     """
     if teacher_logits.ndim != 2:
         raise ValueError(f"expected teacher_logits [B, K], got {tuple(teacher_logits.shape)}")
