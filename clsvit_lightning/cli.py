@@ -10,11 +10,13 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 
+from clsvit_lightning.commands.analyze import analyze_main
 from clsvit_lightning.commands.summary import demo_main, summary_main
 
 PROJECT_COMMANDS: dict[str, Callable[[list[str]], object]] = {
     "summary": summary_main,
     "demo": demo_main,
+    "analyze": analyze_main,
 }
 
 

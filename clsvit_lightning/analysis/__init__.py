@@ -11,18 +11,21 @@ from clsvit_lightning.analysis.figures import figure_to_array, make_figures, sav
 from clsvit_lightning.analysis.image_plots import IMAGENET_MEAN, IMAGENET_STD
 from clsvit_lightning.analysis.images import find_images, load_image, load_images
 from clsvit_lightning.analysis.pca import pca_rgb
+from clsvit_lightning.analysis.pipeline import REPORT_FILE, analyze_and_save
 from clsvit_lightning.analysis.recorder import SCHEMA_VERSION, TokenAnalysis, analyze_backbone
 from clsvit_lightning.analysis.report import REPORT_KEYS, report_keys, save_report, scalar_summary
 
 __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
+    "REPORT_FILE",
     "REPORT_KEYS",
     "SCHEMA_VERSION",
     "Advice",
     "Candidate",
     "TokenAnalysis",
     "advise",
+    "analyze_and_save",
     "analyze_backbone",
     "figure_to_array",
     "find_images",
