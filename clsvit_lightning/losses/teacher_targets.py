@@ -108,7 +108,7 @@ def sinkhorn_knopp(
         sample_marginal = joint.sum(dim=0, keepdim=True)  # [1, B_local], each sample lives on one rank
         joint /= sample_marginal * num_samples
     # Each column sums to 1/B: scaling by B turns the joint into per-sample distributions.
-    return (joint * num_samples).T  # [B_local, K]
+    return (joint * num_samples).T.contiguous()  # [B_local, K]
 
 
 class CenteringTargets(nn.Module):

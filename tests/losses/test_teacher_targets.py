@@ -31,6 +31,7 @@ def test_sinkhorn_knopp_converges_to_equipartition():
     logits = torch.randn(num_samples, num_prototypes, dtype=torch.float64)
     targets = sinkhorn_knopp(logits, temperature=0.5, iterations=50)  # [B, K]
     assert targets.shape == (num_samples, num_prototypes)
+    assert targets.is_contiguous()  # callers may .view() it back to [T, B, K]
     assert torch.allclose(targets.sum(dim=1), torch.ones(num_samples, dtype=torch.float64))  # per-sample distributions
     # Every prototype receives B/K samples' worth of mass.
     expected_prototype_mass = torch.full((num_prototypes,), num_samples / num_prototypes, dtype=torch.float64)
