@@ -1,0 +1,332 @@
+"""DINOv2 self-distillation (DINO [CLS] loss + iBOT masked-patch loss + KoLeo) as a LightningModule.
+
+The recipe and its defaults are DINOv2's (Oquab et al., 2023; see configs/pretrain/dinov2.yaml).
+A batch holds named crop groups, crop-major: ``global_crops [G, B, 3, H, W]``, ``local_crops
+[L, B, 3, h, w]`` and the iBOT ``masks [G, B, N]`` of the student's global crops. The teacher is an
+EMA of the student, sees the unmasked global crops only, and is what gets evaluated and exported.
+"""
+
+from __future__ import annotations
+
+import ast
+import copy
+import random
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from lightning.pytorch import LightningModule
+from torch import Tensor, nn
+
+from clsvit_lightning.losses import CenteringTargets, DINOLoss, KoLeoLoss, iBOTPatchLoss, sinkhorn_knopp
+from clsvit_lightning.losses.ibot_patch_loss import masks_weight_from_masks
+from clsvit_lightning.models.dino_head import DINOHead
+from clsvit_lightning.models.vision_transformer import VisionTransformer
+from clsvit_lightning.training.param_groups import build_param_groups
+from clsvit_lightning.training.schedules import (
+    cosine_schedule,
+    linear_warmup_then_constant,
+    scaled_learning_rate,
+    value_at,
+)
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or infinite; training stops before the optimizer step."""
+
+
+class DINOv2Pretraining(LightningModule):
+    """Student/teacher self-distillation; ``backbone`` is the student's (the teacher is a copy)."""
+
+    def __init__(
+        self,
+        backbone: VisionTransformer,
+        # heads
+        num_prototypes: int = 65536,
+        head_hidden_dim: int = 2048,
+        head_bottleneck_dim: int = 256,
+        separate_ibot_head: bool = False,
+        ibot_num_prototypes: int = 65536,
+        # losses
+        dino_loss_weight: float = 1.0,
+        ibot_loss_weight: float = 1.0,
+        koleo_loss_weight: float = 0.1,
+        teacher_targets: Literal["centering", "sinkhorn_knopp"] = "centering",
+        center_momentum: float = 0.9,
+        teacher_temperature: float = 0.07,
+        warmup_teacher_temperature: float = 0.04,
+        warmup_teacher_temperature_epochs: float = 30,
+        # optimisation
+        base_lr: float = 0.004,
+        lr_scaling_rule: Literal["sqrt_wrt_1024", "linear_wrt_256", "none"] = "sqrt_wrt_1024",
+        min_lr: float = 1e-6,
+        warmup_epochs: float = 10,
+        weight_decay: float = 0.04,
+        weight_decay_end: float = 0.4,
+        teacher_momentum: float = 0.992,
+        teacher_momentum_end: float = 1.0,
+        freeze_last_layer_epochs: float = 1,
+        layerwise_decay: float = 0.9,
+        patch_embed_lr_multiplier: float = 0.2,
+        clip_grad: float | None = 3.0,
+        adamw_betas: tuple[float, float] = (0.9, 0.999),
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["backbone"])
+        self.hparams["backbone_config"] = dict(backbone.config)  # lets `export` rebuild the backbone
+        if teacher_targets not in ("centering", "sinkhorn_knopp"):
+            raise ValueError(f"teacher_targets must be 'centering' or 'sinkhorn_knopp', got {teacher_targets!r}")
+        for name in ("dino_loss_weight", "ibot_loss_weight", "koleo_loss_weight"):
+            if getattr(self.hparams, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self.hparams, name)}")
+
+        def heads() -> nn.ModuleDict:
+            dino = DINOHead(backbone.embed_dim, num_prototypes, head_hidden_dim, head_bottleneck_dim)
+            modules = {"backbone": backbone, "dino_head": dino}
+            if separate_ibot_head and ibot_loss_weight > 0:
+                modules["ibot_head"] = DINOHead(
+                    backbone.embed_dim, ibot_num_prototypes, head_hidden_dim, head_bottleneck_dim
+                )
+            return nn.ModuleDict(modules)
+
+        self.student = heads()
+        # The teacher starts as an exact copy; it never receives gradients and stays in eval mode
+        # (no drop path). Lightning's EMAWeightAveraging keeps an average for evaluation only, while
+        # this teacher takes part in every step with a scheduled momentum: hence the own EMA.
+        self.teacher = copy.deepcopy(self.student).requires_grad_(False)
+        self.dino_loss = DINOLoss()
+        self.ibot_loss = iBOTPatchLoss()
+        self.koleo_loss = KoLeoLoss()
+        if teacher_targets == "centering":
+            self.dino_center = CenteringTargets(num_prototypes, center_momentum)
+            self.ibot_center = CenteringTargets(self._ibot_head_size(), center_momentum)
+        self.schedules: dict[str, np.ndarray] = {}
+
+    def _ibot_head_size(self) -> int:
+        separate = self.hparams.separate_ibot_head and self.hparams.ibot_loss_weight > 0
+        return self.hparams.ibot_num_prototypes if separate else self.hparams.num_prototypes
+
+    @property
+    def teacher_backbone(self) -> VisionTransformer:
+        """The backbone that gets evaluated and exported."""
+        return self.teacher["backbone"]
+
+    # ------------------------------------------------------------- schedules
+    def setup(self, stage: str) -> None:
+        if stage == "fit":
+            self._build_schedules()
+
+    def _build_schedules(self) -> None:
+        trainer, hp = self.trainer, self.hparams
+        total_steps = int(trainer.estimated_stepping_batches)
+        steps_per_epoch = max(1, total_steps // max(1, trainer.max_epochs or 1))
+        if trainer.max_epochs in (None, -1):
+            steps_per_epoch = max(1, int(trainer.num_training_batches))
+
+        def steps(epochs: float) -> int:
+            return min(total_steps, int(round(epochs * steps_per_epoch)))
+
+        batch_size = self._global_batch_size()
+        lr = scaled_learning_rate(hp.base_lr, batch_size, hp.lr_scaling_rule)
+        lr_schedule = cosine_schedule(lr, hp.min_lr, total_steps, warmup_steps=steps(hp.warmup_epochs))
+        last_layer_lr = lr_schedule.copy()
+        last_layer_lr[: steps(hp.freeze_last_layer_epochs)] = 0.0
+        self.schedules = {
+            "lr": lr_schedule,
+            "last_layer_lr": last_layer_lr,
+            "weight_decay": cosine_schedule(hp.weight_decay, hp.weight_decay_end, total_steps),
+            "teacher_momentum": cosine_schedule(hp.teacher_momentum, hp.teacher_momentum_end, total_steps),
+            "teacher_temperature": linear_warmup_then_constant(
+                hp.warmup_teacher_temperature,
+                hp.teacher_temperature,
+                steps(hp.warmup_teacher_temperature_epochs),
+                total_steps,
+            ),
+        }
+
+    def _global_batch_size(self) -> int:
+        datamodule = getattr(self.trainer, "datamodule", None)
+        per_device = getattr(datamodule, "batch_size", None)
+        if per_device is None:
+            raise ValueError(
+                "DINOv2Pretraining needs the per-device batch size for the lr scaling rule: "
+                "give the datamodule a `batch_size` attribute"
+            )
+        return int(per_device) * self.trainer.world_size * self.trainer.accumulate_grad_batches
+
+    def scheduled(self, name: str) -> float:
+        return value_at(self.schedules[name], self.global_step)
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        # All schedules of one optimizer step are read at the same global step (DINOv2's `it`).
+        self._teacher_momentum = self.scheduled("teacher_momentum")
+        lr, last_layer_lr, weight_decay = (self.scheduled(n) for n in ("lr", "last_layer_lr", "weight_decay"))
+        for group in self.optimizers().optimizer.param_groups:
+            group["lr"] = (last_layer_lr if group["is_last_layer"] else lr) * group["lr_multiplier"]
+            group["weight_decay"] = weight_decay * group["wd_multiplier"]
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        groups = build_param_groups(
+            {name: module for name, module in self.student.items()},
+            layerwise_decay=self.hparams.layerwise_decay,
+            patch_embed_lr_multiplier=self.hparams.patch_embed_lr_multiplier,
+        )
+        for group in groups:
+            group.pop("names")
+        return torch.optim.AdamW(groups, lr=0.0, betas=tuple(self.hparams.adamw_betas))
+
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:  # noqa: ANN001
+        # DINOv2 clips each student submodule (backbone, heads) separately, to norm 3.0.
+        if self.hparams.clip_grad:
+            for module in self.student.values():
+                nn.utils.clip_grad_norm_(module.parameters(), self.hparams.clip_grad)
+
+    # --------------------------------------------------------------- the step
+    def train(self, mode: bool = True) -> DINOv2Pretraining:
+        super().train(mode)
+        self.teacher.eval()  # always: no drop path, and the teacher is evaluated as is
+        return self
+
+    @torch.no_grad()
+    def get_teacher_output(self, global_crops: Tensor, masks: Tensor, temperature: float) -> dict[str, Tensor]:
+        """Targets: teacher [CLS] probabilities ``[G, B, K]`` and masked-patch probabilities ``[M, K]``."""
+        num_views, batch = global_crops.shape[:2]
+        out = self.teacher["backbone"].forward_features(global_crops.flatten(0, 1))  # [G*B, ...]
+        cls_logits = self.teacher["dino_head"](out["x_norm_clstoken"])  # [G*B, K]
+        targets = {"cls": self._teacher_probs(cls_logits, temperature, "dino").unflatten(0, (num_views, batch))}
+        if self.hparams.ibot_loss_weight > 0:
+            masked_patches = out["x_norm_patchtokens"][masks.flatten(0, 1)]  # [M, D]
+            head = self.teacher["ibot_head"] if "ibot_head" in self.teacher else self.teacher["dino_head"]
+            targets["patches"] = self._teacher_probs(head(masked_patches), temperature, "ibot")
+        return targets
+
+    def _teacher_probs(self, logits: Tensor, temperature: float, loss: str) -> Tensor:
+        if self.hparams.teacher_targets == "sinkhorn_knopp":
+            num_samples = None
+            if loss == "ibot":  # the number of masked patches differs between ranks
+                num_samples = self._all_reduce_sum(torch.tensor(float(logits.shape[0]), device=logits.device))
+            return sinkhorn_knopp(logits, temperature, iterations=3, num_samples=num_samples)
+        center = self.dino_center if loss == "dino" else self.ibot_center
+        return center(logits, temperature)
+
+    def _all_reduce_sum(self, value: Tensor) -> Tensor:
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.all_reduce(value)
+        return value
+
+    def get_student_output(self, global_crops: Tensor, local_crops: Tensor | None, masks: Tensor) -> dict[str, Tensor]:
+        """Student [CLS] logits ``[G + L, B, K]``, global [CLS] features ``[G, B, D]``, masked-patch logits."""
+        num_views, batch = global_crops.shape[:2]
+        out = self.student["backbone"].forward_features(global_crops.flatten(0, 1), masks=masks.flatten(0, 1))
+        cls_tokens = [out["x_norm_clstoken"]]  # [G*B, D]
+        if local_crops is not None and local_crops.shape[0] > 0:
+            local = self.student["backbone"].forward_features(local_crops.flatten(0, 1))
+            cls_tokens.append(local["x_norm_clstoken"])  # [L*B, D]
+        cls_tokens = torch.cat(cls_tokens)
+        masked_patches = out["x_norm_patchtokens"][masks.flatten(0, 1)]  # [M, D]
+        if self.hparams.ibot_loss_weight > 0 and "ibot_head" not in self.student:
+            # Shared head: one call over [CLS] rows and masked-patch rows.
+            logits = self.student["dino_head"](torch.cat([cls_tokens, masked_patches]))
+            cls_logits, patch_logits = logits[: len(cls_tokens)], logits[len(cls_tokens) :]
+        else:
+            cls_logits = self.student["dino_head"](cls_tokens)
+            patch_logits = self.student["ibot_head"](masked_patches) if "ibot_head" in self.student else None
+        result = {
+            "cls_logits": cls_logits.unflatten(0, (-1, batch)),  # [G + L, B, K]
+            "global_cls": out["x_norm_clstoken"].unflatten(0, (num_views, batch)),  # [G, B, D]
+        }
+        if patch_logits is not None:
+            result["patch_logits"] = patch_logits
+        return result
+
+    def compute_losses(
+        self, student: dict[str, Tensor], teacher: dict[str, Tensor], masks: Tensor
+    ) -> dict[str, Tensor]:
+        hp = self.hparams
+        losses = {"dino": self.dino_loss(student["cls_logits"], teacher["cls"])}
+        if hp.koleo_loss_weight > 0:
+            # Per global view, so two crops of one image are never each other's neighbour.
+            losses["koleo"] = torch.stack([self.koleo_loss(view) for view in student["global_cls"]]).mean()
+        if hp.ibot_loss_weight > 0:
+            flat_masks = masks.flatten(0, 1)  # [G*B, N]
+            losses["ibot"] = self.ibot_loss(
+                student["patch_logits"], teacher["patches"], masks_weight_from_masks(flat_masks), len(flat_masks)
+            )
+        num_views = student["global_cls"].shape[0]
+        # DINOv2 weights KoLeo per view (0.1 each, summed over the global views).
+        losses["total"] = (
+            hp.dino_loss_weight * losses["dino"]
+            + hp.ibot_loss_weight * losses.get("ibot", 0.0)
+            + hp.koleo_loss_weight * num_views * losses.get("koleo", 0.0)
+        )
+        return losses
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        global_crops, masks = batch["global_crops"], batch["masks"]
+        temperature = self.scheduled("teacher_temperature")
+        teacher = self.get_teacher_output(global_crops, masks, temperature)
+        student = self.get_student_output(global_crops, batch.get("local_crops"), masks)
+        losses = self.compute_losses(student, teacher, masks)
+        if not torch.isfinite(losses["total"]).item():
+            terms = {k: float(v) for k, v in losses.items()}
+            raise NonFiniteLossError(
+                f"non-finite loss at step {self.global_step} ({terms}); training stopped before the optimizer "
+                "step, so the last saved checkpoint is intact. Lower the lr or check the data."
+            )
+        batch_size = global_crops.shape[1]
+        self.log_dict({f"train/loss_{k}": v for k, v in losses.items()}, prog_bar=True, batch_size=batch_size)
+        self.log_dict({f"train/{name}": self.scheduled(name) for name in self.schedules}, batch_size=batch_size)
+        return losses["total"]
+
+    def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
+        super().optimizer_step(*args, **kwargs)
+        # After each real optimizer step (not after every micro-batch under gradient accumulation).
+        self.update_teacher(self._teacher_momentum)
+
+    @torch.no_grad()
+    def update_teacher(self, momentum: float) -> None:
+        """``teacher = momentum * teacher + (1 - momentum) * student``, per parameter."""
+        teacher_params = [p for p in self.teacher.parameters()]
+        student_params = [p.detach() for p in self.student.parameters()]
+        torch._foreach_lerp_(teacher_params, student_params, 1.0 - momentum)
+
+    def on_fit_start(self) -> None:
+        count = self.student["backbone"].parameter_count()
+        summary = {
+            "backbone/params_total": float(count.total),
+            "backbone/params_overhead": count.overhead,
+            "backbone/gflops_per_image": self.student["backbone"].flops_per_image() / 1e9,
+        }
+        for logger in self.loggers:
+            logger.log_metrics(summary, step=0)
+
+    # -------------------------------------------------------- checkpointing
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        numpy_state = np.random.get_state()
+        checkpoint["rng_states"] = {
+            "torch": torch.get_rng_state(),
+            "numpy_keys": torch.from_numpy(numpy_state[1].astype(np.int64)),
+            "numpy_pos": int(numpy_state[2]),
+            "python": repr(random.getstate()),
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        states = checkpoint.get("rng_states")
+        if states is None:
+            return
+        torch.set_rng_state(states["torch"])
+        np.random.set_state(("MT19937", states["numpy_keys"].numpy().astype(np.uint32), states["numpy_pos"], 0, 0.0))
+        random.setstate(ast.literal_eval(states["python"]))
+
+
+def export_teacher_backbone(checkpoint_path: str, output_path: str) -> dict[str, Any]:
+    """Write the teacher backbone of a pretraining checkpoint in the format ``load_pretrained`` reads."""
+    checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
+    state = checkpoint["state_dict"] if "state_dict" in checkpoint else checkpoint
+    prefix = "teacher.backbone."
+    backbone = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+    if not backbone:
+        raise ValueError(f"{checkpoint_path}: no '{prefix}*' weights; is this a DINOv2Pretraining checkpoint?")
+    config = checkpoint.get("hyper_parameters", {}).get("backbone_config", {})
+    torch.save({"model": backbone, "backbone_config": config}, output_path)
+    return {"keys": len(backbone), "params": int(sum(v.numel() for v in backbone.values())), "config": config}

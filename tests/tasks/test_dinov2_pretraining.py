@@ -1,0 +1,121 @@
+import copy
+
+import pytest
+import torch
+from lightning.pytorch import Trainer, seed_everything
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+
+from clsvit_lightning.models import VisionTransformer, load_pretrained
+from clsvit_lightning.tasks.dinov2_pretraining import DINOv2Pretraining, NonFiniteLossError, export_teacher_backbone
+from tests.tasks.tiny_ssl_data import TinySSLData
+
+
+def tiny_module(specialization="vanilla", **kwargs):
+    backbone = VisionTransformer(
+        img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2, specialization=specialization
+    )
+    defaults = dict(
+        num_prototypes=64, head_hidden_dim=48, head_bottleneck_dim=16, warmup_epochs=1, base_lr=0.05,
+        warmup_teacher_temperature_epochs=1, freeze_last_layer_epochs=0,
+    )  # fmt: skip
+    return DINOv2Pretraining(backbone, **{**defaults, **kwargs})
+
+
+def trainer(tmp_path, max_epochs=2, **kwargs):
+    return Trainer(
+        default_root_dir=tmp_path, max_epochs=max_epochs, accelerator="cpu", devices=1, logger=False,
+        enable_progress_bar=False, enable_model_summary=False, deterministic=True, **kwargs,
+    )  # fmt: skip
+
+
+def test_teacher_is_a_frozen_copy_that_stays_in_eval_mode():
+    module = tiny_module("paper")
+    assert all(not p.requires_grad for p in module.teacher.parameters())
+    for (name, s), (_, t) in zip(module.student.state_dict().items(), module.teacher.state_dict().items(), strict=True):
+        assert torch.equal(s, t), name
+    module.train()
+    assert module.student.training and not module.teacher.training
+
+
+def test_ema_update_formula():
+    module = tiny_module()
+    with torch.no_grad():
+        for p in module.student.parameters():
+            p.add_(1.0)
+    before = [p.clone() for p in module.teacher.parameters()]
+    module.update_teacher(0.9)
+    for old, new, student in zip(before, module.teacher.parameters(), module.student.parameters(), strict=True):
+        torch.testing.assert_close(new, 0.9 * old + 0.1 * student)
+
+
+@pytest.mark.parametrize("targets", ["centering", "sinkhorn_knopp"])
+def test_a_few_steps_train_and_the_loss_decreases(tmp_path, targets):
+    seed_everything(0)
+    module = tiny_module("paper", teacher_targets=targets, separate_ibot_head=targets == "sinkhorn_knopp")
+    losses = []
+
+    class Record(torch.nn.Module):
+        pass
+
+    fit = trainer(tmp_path, max_epochs=6)
+    original = module.training_step
+
+    def recording_step(batch, batch_idx):
+        loss = original(batch, batch_idx)
+        losses.append(loss.item())
+        return loss
+
+    module.training_step = recording_step
+    fit.fit(module, TinySSLData(batch_size=4, length=16))
+    assert fit.global_step == 24
+    first, last = sum(losses[:4]) / 4, sum(losses[-4:]) / 4
+    assert last < first
+    # The schedules were applied: the lr went through warmup and decay.
+    assert module.schedules["lr"][0] == 0.0 and module.schedules["lr"].max() > 0
+
+
+def test_non_finite_loss_stops_with_a_clear_message(tmp_path):
+    module = tiny_module(base_lr=float("nan"))
+    with pytest.raises(NonFiniteLossError, match="non-finite loss at step 1"):
+        trainer(tmp_path).fit(module, TinySSLData())
+
+
+def test_exact_resume_from_a_checkpoint(tmp_path):
+    seed_everything(0)
+    uninterrupted = tiny_module("paper")
+    trainer(tmp_path / "a", max_epochs=2).fit(uninterrupted, TinySSLData())
+
+    seed_everything(0)
+    first_half = tiny_module("paper")
+    checkpoint = ModelCheckpoint(dirpath=tmp_path / "b", save_last=True)
+    # The same run (same schedules), interrupted after its first epoch.
+    trainer(tmp_path / "b", max_epochs=2, callbacks=[checkpoint, StopAfterFirstEpoch()]).fit(first_half, TinySSLData())
+
+    seed_everything(123)  # a different process state: everything must come from the checkpoint
+    resumed = tiny_module("paper")
+    trainer(tmp_path / "c", max_epochs=2).fit(resumed, TinySSLData(), ckpt_path=tmp_path / "b" / "last.ckpt")
+    for (name, a), (_, b) in zip(uninterrupted.state_dict().items(), resumed.state_dict().items(), strict=True):
+        assert torch.equal(a, b), name
+
+
+class StopAfterFirstEpoch(Callback):
+    def on_train_epoch_end(self, trainer, pl_module):
+        trainer.should_stop = True
+
+
+def test_export_writes_the_teacher_backbone_for_load_pretrained(tmp_path):
+    module = tiny_module("paper")
+    checkpoint = ModelCheckpoint(dirpath=tmp_path, save_last=True)
+    trainer(tmp_path, max_epochs=1, callbacks=[checkpoint]).fit(module, TinySSLData())
+    info = export_teacher_backbone(tmp_path / "last.ckpt", tmp_path / "teacher.pth")
+    assert info["config"]["specialization"] == module.teacher_backbone.config["specialization"]
+    restored = VisionTransformer(**info["config"])
+    load_pretrained(restored, tmp_path / "teacher.pth")
+    for (name, a), (_, b) in zip(
+        restored.state_dict().items(), module.teacher_backbone.state_dict().items(), strict=True
+    ):
+        assert torch.equal(a, b), name
+    direct = VisionTransformer(**info["config"])
+    load_pretrained(direct, tmp_path / "last.ckpt")  # the Lightning checkpoint itself: its teacher
+    assert torch.equal(direct.norm.prefix_weight, module.teacher_backbone.norm.prefix_weight)
+    assert not torch.equal(copy.deepcopy(module.student["backbone"]).pos_embed, module.teacher_backbone.pos_embed)
