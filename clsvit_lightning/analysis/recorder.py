@@ -138,7 +138,14 @@ def analyze_backbone(
 
     def attention_hook(index: int):
         def hook(module, args):
-            probs = module.attention_probs(*args)  # [B, heads, T, T]
+            prefix, patches = args
+            # One image at a time: the full [heads, T, T] matrix of a large input is big, and only
+            # the [CLS] row is kept.
+            rows = [
+                module.attention_probs(prefix[i : i + 1], patches[i : i + 1])[:, :, :1]  # [1, heads, 1, T]
+                for i in range(prefix.shape[0])
+            ]
+            probs = torch.cat(rows)  # [B, heads, 1, T]
             blocks[index]["attention"], maps = stats.attention_statistics(probs, model.num_prefix_tokens)
             attention_maps[index] = maps.cpu()
 

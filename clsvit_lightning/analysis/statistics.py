@@ -117,7 +117,7 @@ def token_norms(cls: Tensor, registers: Tensor, patches: Tensor, outlier_ratio: 
 
 
 def cls_attention_to_patches(attention: Tensor, num_prefix_tokens: int) -> tuple[Tensor, Tensor]:
-    """Split the [CLS] row of ``attention [B, heads, T, T]`` into its patch part.
+    """Split the [CLS] row of ``attention [B, heads, T_q, T]`` (query 0 is [CLS]) into its patch part.
 
     Returns ``(maps [B, heads, N], patch_mass [B, heads])``: ``maps`` is the [CLS] row over the
     patches renormalised to sum to one (the spatial distribution), ``patch_mass`` the share of
