@@ -97,6 +97,8 @@ def plot_attention_entropy(report: dict) -> Figure:
         axis.set_title(title, fontsize=9)
         axis.set_xlabel("head")
         axis.set_ylabel("block")
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+        axis.yaxis.set_major_locator(MaxNLocator(integer=True))
         figure.colorbar(image, ax=axis, shrink=0.8)
     return figure
 
@@ -119,7 +121,9 @@ def plot_token_norms(report: dict) -> Figure:
     left.set_ylabel("L2 norm at block output")
     left.legend(fontsize=7)
     ratio = report["settings"]["outlier_ratio"]
-    right.bar(depth, [n["outliers_per_image"] for n in norms], color="tab:red")
+    outliers = [n["outliers_per_image"] for n in norms]
+    right.bar(depth, outliers, color="tab:red")
+    right.set_ylim(0, max(1.0, 1.1 * max(outliers)))  # a readable axis when there are none
     right.set_xlabel("block")
     right.xaxis.set_major_locator(MaxNLocator(integer=True))
     right.set_ylabel(f"outlier patches per image (norm > {ratio:g} x median)")
