@@ -11,12 +11,14 @@ import sys
 from collections.abc import Callable
 
 from clsvit_lightning.commands.analyze import analyze_main
+from clsvit_lightning.commands.export import export_main
 from clsvit_lightning.commands.summary import demo_main, summary_main
 
 PROJECT_COMMANDS: dict[str, Callable[[list[str]], object]] = {
     "summary": summary_main,
     "demo": demo_main,
     "analyze": analyze_main,
+    "export": export_main,
 }
 
 

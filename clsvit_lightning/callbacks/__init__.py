@@ -2,5 +2,6 @@
 
 from clsvit_lightning.callbacks.analysis import TokenAnalysisCallback
 from clsvit_lightning.callbacks.online_knn import OnlineKNN
+from clsvit_lightning.callbacks.throughput import ImageThroughputMonitor
 
-__all__ = ["OnlineKNN", "TokenAnalysisCallback"]
+__all__ = ["ImageThroughputMonitor", "OnlineKNN", "TokenAnalysisCallback"]

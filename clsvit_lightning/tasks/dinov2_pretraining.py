@@ -157,7 +157,23 @@ class DINOv2Pretraining(LightningModule):
     def scheduled(self, name: str) -> float:
         return value_at(self.schedules[name], self.global_step)
 
+    def _count_flops_per_batch(self, batch: dict[str, Tensor]) -> int:
+        """Backbone FLOPs of a step: student forward + backward (~3x forward) and teacher forward.
+
+        Heads and losses are left out; ``ImageThroughputMonitor`` turns this into FLOP/s and MFU.
+        """
+        backbone = self.student["backbone"]
+        global_views, batch_size = batch["global_crops"].shape[:2]
+        global_flops = global_views * batch_size * backbone.flops_per_image(tuple(batch["global_crops"].shape[-2:]))
+        local_flops = 0
+        local = batch.get("local_crops")
+        if local is not None and local.shape[0] > 0:
+            local_flops = local.shape[0] * local.shape[1] * backbone.flops_per_image(tuple(local.shape[-2:]))
+        return 3 * (global_flops + local_flops) + global_flops
+
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        if not hasattr(self, "flops_per_batch"):
+            self.flops_per_batch = self._count_flops_per_batch(batch)
         # All schedules of one optimizer step are read at the same global step (DINOv2's `it`).
         self._teacher_momentum = self.scheduled("teacher_momentum")
         lr, last_layer_lr, weight_decay = (self.scheduled(n) for n in ("lr", "last_layer_lr", "weight_decay"))
