@@ -13,10 +13,12 @@ from collections.abc import Callable
 from clsvit_lightning.commands.analyze import analyze_main
 from clsvit_lightning.commands.export import export_main
 from clsvit_lightning.commands.summary import demo_main, summary_main
+from clsvit_lightning.commands.synth import synth_main
 
 PROJECT_COMMANDS: dict[str, Callable[[list[str]], object]] = {
     "summary": summary_main,
     "demo": demo_main,
+    "synth": synth_main,
     "analyze": analyze_main,
     "export": export_main,
 }

@@ -1,0 +1,90 @@
+"""ImageNet in the ImageFolder layout (as ILSVRC-2012 is usually unpacked, one folder per class).
+
+Labels are the indices of the sorted class-folder names (the standard ``n01440764`` -> 0 order).
+A class-subset file (one folder name per line, ``#`` comments allowed) keeps only those classes,
+re-indexed in sorted order: ImageNet-100-style studies.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from torch.utils.data import Dataset
+
+from clsvit_lightning.data.datasets.base import CorruptSkipper, ImageTransform, apply_image_transform
+from clsvit_lightning.data.io import DatasetLayoutError, list_images, read_rgb, require_dir
+
+IMAGENET_LAYOUT = """ROOT/
+  train/<class folder, e.g. n01440764>/*.JPEG
+  val/<class folder>/*.JPEG"""
+
+
+def read_class_subset(path: str | Path) -> list[str]:
+    """Folder names listed in ``path``, one per line (blank lines and ``#`` comments ignored), sorted."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"class_subset_file {path} does not exist; expected one class folder name per line")
+    names = [line.split("#", 1)[0].strip() for line in path.read_text().splitlines()]
+    names = [name for name in names if name]
+    if not names:
+        raise ValueError(f"class_subset_file {path} lists no class")
+    if len(set(names)) != len(names):
+        raise ValueError(f"class_subset_file {path} lists a class more than once")
+    return sorted(names)
+
+
+class ImageFolderDataset(Dataset):
+    """``ROOT/<split>/<class>/<image>``: samples are ``transform(image) | {"label": class index}``.
+
+    ``classes`` fixes the class list (the DataModule passes the train split's list to ``val`` so that
+    indices agree); otherwise it is the sorted folder names of the split, or the subset file's.
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        split: str = "train",
+        transform: ImageTransform | None = None,
+        classes: list[str] | None = None,
+        class_subset_file: str | Path | None = None,
+        skip_corrupt: bool = False,
+    ) -> None:
+        self.root = Path(root)
+        require_dir(self.root, IMAGENET_LAYOUT)
+        split_dir = require_dir(self.root / split, IMAGENET_LAYOUT)
+        if classes is None:
+            classes = read_class_subset(class_subset_file) if class_subset_file else None
+        if classes is None:
+            classes = sorted(p.name for p in split_dir.iterdir() if p.is_dir())
+            if not classes:
+                raise DatasetLayoutError(f"{split_dir} has no class folders; expected this layout:\n{IMAGENET_LAYOUT}")
+        self.classes = list(classes)
+        self.class_to_index = {name: index for index, name in enumerate(self.classes)}
+        self.samples: list[tuple[Path, int]] = []
+        for name in self.classes:
+            class_dir = split_dir / name
+            if not class_dir.is_dir():
+                raise DatasetLayoutError(f"class folder {class_dir} is missing (class {name!r} of split {split!r})")
+            images = list_images(class_dir)
+            if not images:
+                raise DatasetLayoutError(f"class folder {class_dir} contains no image (.jpg/.jpeg/.png/...)")
+            self.samples += [(path, self.class_to_index[name]) for path in images]
+        self.split = split
+        self.transform = transform
+        self.skipper = CorruptSkipper(skip_corrupt)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def _load(self, index: int) -> dict:
+        path, label = self.samples[index]
+        sample = apply_image_transform(self.transform, read_rgb(path))
+        sample["label"] = label
+        return sample
+
+    def __getitem__(self, index: int) -> dict:
+        return self.skipper.load(index, len(self), self._load, lambda i: self.samples[i][0])
+
+    @property
+    def num_skipped(self) -> int:
+        return self.skipper.num_skipped

@@ -1,0 +1,122 @@
+"""Batch builders: multi-crop (crop-major, with iBOT masks), labelled images, dense pairs.
+
+Crop-major order (``dinov2/data/collate.py``, recipe §1.7): ``global_crops[k * B + b]`` is crop ``k``
+of sample ``b``, so ``global_crops.chunk(2)`` splits a batch by view, not by image.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from clsvit_lightning.data.transforms.masking import BlockMaskGenerator, stratified_masks
+from clsvit_lightning.data.transforms.tensors import stack_normalized
+
+
+def torch_seeded_rng() -> np.random.Generator:
+    """A numpy generator seeded from torch's global RNG.
+
+    Collate functions run in the DataLoader workers, where torch's RNG is reseeded per worker and
+    per epoch (and follows ``seed_everything``); a generator built once in the main process would be
+    copied into every worker and replay the same masks.
+    """
+    return np.random.default_rng(int(torch.randint(0, 2**62, ()).item()))
+
+
+class MultiCropCollate:
+    """Samples ``{"global_crops", "local_crops", "label"}`` -> the SSL batch.
+
+    Returns a dict:
+
+    - ``global_crops``: ``[n_global * B, 3, G, G]`` float, crop-major, ImageNet-normalised;
+    - ``local_crops``: ``[n_local * B, 3, L, L]`` float, crop-major (``[0, 3, 0, 0]`` if no local crops);
+    - ``masks``: ``[n_global * B, N]`` bool iBOT masks of the global crops, ``N = (G // patch_size) ** 2``
+      (True = masked; the shape ``VisionTransformer.forward_features(images, masks)`` takes);
+    - ``mask_indices``: ``[M]`` long, flat indices of the masked patches in ``masks.view(-1)``;
+    - ``mask_weights``: ``[M]`` float, ``1 / (masked patches of that crop)`` for each masked patch, so
+      summing a per-patch loss times this weight averages per crop first;
+    - ``n_masked_patches``: ``[]`` long, ``M`` (a tensor so it can be all-reduced);
+    - ``labels``: ``[B]`` long (``-1`` when the dataset has none), for online probes.
+    """
+
+    def __init__(
+        self,
+        global_crop_size: int = 224,
+        patch_size: int = 16,
+        mask_ratio_range: tuple[float, float] = (0.1, 0.5),
+        mask_sample_probability: float = 0.5,
+    ) -> None:
+        if global_crop_size % patch_size:
+            raise ValueError(f"global_crop_size={global_crop_size} is not a multiple of patch_size={patch_size}")
+        grid = global_crop_size // patch_size
+        self.mask_generator = BlockMaskGenerator(grid, grid)
+        self.mask_ratio_range = tuple(mask_ratio_range)
+        self.mask_sample_probability = mask_sample_probability
+
+    def __call__(self, samples: Sequence[dict]) -> dict[str, Tensor]:
+        num_global = len(samples[0]["global_crops"])
+        num_local = len(samples[0]["local_crops"])
+        global_crops = stack_normalized([s["global_crops"][k] for k in range(num_global) for s in samples])
+        local_crops = stack_normalized([s["local_crops"][k] for k in range(num_local) for s in samples])
+        masks = torch.from_numpy(
+            stratified_masks(
+                self.mask_generator,
+                len(global_crops),
+                self.mask_ratio_range,
+                self.mask_sample_probability,
+                torch_seeded_rng(),
+            )
+        )  # [n_global * B, N]
+        masked_per_crop = masks.sum(dim=1, keepdim=True).clamp(min=1)  # [n_global * B, 1]
+        mask_indices = masks.view(-1).nonzero().squeeze(1)  # [M]
+        mask_weights = (1.0 / masked_per_crop).expand_as(masks)[masks]  # [M]
+        return {
+            "global_crops": global_crops,
+            "local_crops": local_crops,
+            "masks": masks,
+            "mask_indices": mask_indices,
+            "mask_weights": mask_weights,
+            "n_masked_patches": torch.tensor(len(mask_indices)),
+            "labels": torch.tensor([s.get("label", -1) for s in samples]),
+        }
+
+
+def collate_labelled(samples: Sequence[dict]) -> dict[str, Tensor]:
+    """Samples ``{"image": [H, W, 3] uint8, "label": int}`` -> ``{"image": [B, 3, H, W], "label": [B]}``."""
+    return {
+        "image": stack_normalized([s["image"] for s in samples]),
+        "label": torch.tensor([s["label"] for s in samples]),
+    }
+
+
+def collate_dense(samples: Sequence[dict], pad_value: dict[str, float] | None = None) -> dict[str, Tensor]:
+    """Samples ``{"image": [H, W, 3] uint8, <target>: [H, W], ...}`` -> batched tensors.
+
+    Images of different sizes (validation at full resolution) are padded bottom/right to the
+    largest in the batch: images with 0 after normalisation, targets with ``pad_value[key]``
+    (255 = ignore for ``mask``, 0 = invalid for ``depth``/``valid``). ``image_size`` ``[B, 2]`` keeps
+    each original ``(H, W)``.
+    """
+    pad_value = {"mask": 255, "depth": 0.0, "valid": False} if pad_value is None else pad_value
+    height = max(s["image"].shape[0] for s in samples)
+    width = max(s["image"].shape[1] for s in samples)
+    images = [s["image"] for s in samples]
+    batch: dict[str, Tensor] = {"image_size": torch.tensor([im.shape[:2] for im in images])}
+    if all(im.shape[:2] == (height, width) for im in images):
+        batch["image"] = stack_normalized(images)
+    else:
+        batch["image"] = torch.zeros(len(samples), 3, height, width)
+        for index, image in enumerate(images):
+            batch["image"][index, :, : image.shape[0], : image.shape[1]] = stack_normalized([image])[0]
+    for key in samples[0]:
+        if key == "image":
+            continue
+        targets = [torch.as_tensor(s[key]) for s in samples]
+        out = torch.full((len(samples), height, width), pad_value.get(key, 0), dtype=targets[0].dtype)
+        for index, target in enumerate(targets):
+            out[index, : target.shape[0], : target.shape[1]] = target
+        batch[key] = out.long() if key == "mask" else out
+    return batch
