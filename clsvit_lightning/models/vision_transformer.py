@@ -18,6 +18,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from clsvit_lightning.models.accounting import ParameterCount
 from clsvit_lightning.models.block import Block
@@ -62,6 +63,7 @@ class VisionTransformer(nn.Module):
         layerscale_init: float | None = 1e-5,
         interpolate_offset: float = 0.1,
         interpolate_antialias: bool = False,
+        activation_checkpointing: bool = False,
     ) -> None:
         super().__init__()
         if img_size % patch_size:
@@ -78,7 +80,7 @@ class VisionTransformer(nn.Module):
             num_registers=num_registers, specialization=self.spec.to_string(),
             drop_path_rate=drop_path_rate, drop_path_uniform=drop_path_uniform,
             layerscale_init=layerscale_init, interpolate_offset=interpolate_offset,
-            interpolate_antialias=interpolate_antialias,
+            interpolate_antialias=interpolate_antialias, activation_checkpointing=activation_checkpointing,
         )  # fmt: skip
         self.embed_dim = self.num_features = embed_dim
         self.patch_size = patch_size
@@ -89,6 +91,8 @@ class VisionTransformer(nn.Module):
         self.num_prefix_path_tokens = 1 + (num_registers if self.spec.registers_path == "cls" else 0)
         self.interpolate_offset = interpolate_offset
         self.interpolate_antialias = interpolate_antialias
+        # Recompute each block's activations in the backward pass instead of storing them.
+        self.activation_checkpointing = activation_checkpointing
 
         self.patch_embed = PatchEmbed(patch_size, in_chans, embed_dim)
         grid = img_size // patch_size
@@ -174,12 +178,18 @@ class VisionTransformer(nn.Module):
         """(cls [B, D], registers [B, R, D], patches [B, N, D])."""
         return prefix[:, 0], prefix[:, 1:], patches
 
+    def _run_block(self, block: Block, prefix: Tensor, patches: Tensor) -> tuple[Tensor, Tensor]:
+        if self.activation_checkpointing and self.training and torch.is_grad_enabled():
+            # Non-reentrant checkpointing replays the RNG, so drop path draws the same samples.
+            return checkpoint(block, prefix, patches, use_reentrant=False)
+        return block(prefix, patches)
+
     # ----------------------------------------------------------------- outputs
     def forward_features(self, images: Tensor, masks: Tensor | None = None) -> dict[str, Tensor | None]:
         """DINOv2's output dict: normed [CLS], registers and patches, the pre-norm tokens, masks."""
         prefix, patches = self.prepare_tokens(images, masks)
         for block in self.blocks:
-            prefix, patches = block(prefix, patches)
+            prefix, patches = self._run_block(block, prefix, patches)
         cls, registers, patch_tokens = self._split_outputs(*self.norm(prefix, patches))
         return {
             "x_norm_clstoken": cls,
@@ -213,7 +223,7 @@ class VisionTransformer(nn.Module):
         prefix, patches = self.prepare_tokens(images)
         collected = []
         for index, block in enumerate(self.blocks):
-            prefix, patches = block(prefix, patches)
+            prefix, patches = self._run_block(block, prefix, patches)
             if index in wanted:
                 collected.append(self.norm(prefix, patches) if norm else (prefix, patches))
         outputs = []
