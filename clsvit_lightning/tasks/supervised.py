@@ -1,0 +1,270 @@
+"""Supervised ViT pretraining with the DeiT III recipe (Touvron et al. 2022, "DeiT III: Revenge of the ViT").
+
+The paper's second framework (paper.md §3): layer specialization also helps supervised training.
+The recipe, defaults in ``configs/supervised/deit3_base.yaml``:
+
+* data: 3-Augment (one of grayscale / solarize / Gaussian blur, colour jitter 0.3) after a random
+  resized crop and flip: ``ImageNetDataModule(mode="supervised")`` builds it;
+* targets: one-hot labels mixed by mixup (alpha 0.8) or cutmix (alpha 1.0), then binarised
+  (``y > 0`` -> 1: both mixed classes are positives, DeiT III's ``--bce-loss``);
+* loss: binary cross-entropy on the logits ``z = W * LN(x_cls) + b`` of a linear head on the normed
+  [CLS]: ``mean_{b,c} [-y log sigmoid(z) - (1 - y) log(1 - sigmoid(z))]``;
+* backbone: the same specializable ``VisionTransformer`` with LayerScale and stochastic depth;
+* optimisation: LAMB (or AdamW), lr 3e-3 for a global batch of 2048, weight decay 0.05, 5 linear
+  warmup epochs from 1e-6 then a cosine to 1e-5, all precomputed per step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from lightning.pytorch import LightningModule
+from torch import Tensor, nn
+from torchmetrics.classification import MulticlassAccuracy
+
+from clsvit_lightning.models.vision_transformer import VisionTransformer
+from clsvit_lightning.tasks.dinov2_pretraining import NonFiniteLossError
+from clsvit_lightning.training.mixup import MixupCutmix, one_hot_targets
+from clsvit_lightning.training.param_groups import build_param_groups
+from clsvit_lightning.training.schedules import cosine_schedule, scaled_learning_rate, value_at
+
+
+class Lamb(torch.optim.Optimizer):
+    """LAMB (You et al. 2020), as apex's ``FusedLAMB`` that DeiT III trains with (torch has none).
+
+    Per parameter ``w`` with gradient ``g`` at step ``t`` (Adam moments with bias correction)::
+
+        m = b1 m + (1 - b1) g;   v = b2 v + (1 - b2) g^2
+        u = (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps) + wd * w
+        w = w - lr * r * u,   r = ||w|| / ||u||   (1 if either norm is 0)
+
+    As in apex (``use_nvlamb=False``) and timm, the trust ratio ``r`` applies only where ``wd != 0``:
+    norms, biases and LayerScales take plain Adam steps. Apex also clips the global gradient norm
+    to 1.0 inside the step; here that is the task's ``clip_grad``.
+    """
+
+    def __init__(
+        self,
+        params: Iterable,
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-6,
+        weight_decay: float = 0.0,
+    ) -> None:
+        if lr < 0 or eps <= 0 or weight_decay < 0 or not all(0.0 <= b < 1.0 for b in betas):
+            raise ValueError(
+                f"Lamb: need lr >= 0, eps > 0, weight_decay >= 0, betas in [0, 1); got {lr}, {eps}, "
+                f"{weight_decay}, {betas}"
+            )
+        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay))
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            beta1, beta2 = group["betas"]
+            weight_decay = group["weight_decay"]
+            for param in group["params"]:
+                if param.grad is None:
+                    continue
+                state = self.state[param]
+                if not state:
+                    state["step"] = 0
+                    state["exp_avg"] = torch.zeros_like(param, memory_format=torch.preserve_format)
+                    state["exp_avg_sq"] = torch.zeros_like(param, memory_format=torch.preserve_format)
+                state["step"] += 1
+                grad, exp_avg, exp_avg_sq = param.grad, state["exp_avg"], state["exp_avg_sq"]
+                exp_avg.lerp_(grad, 1.0 - beta1)
+                exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1.0 - beta2)
+                denominator = (exp_avg_sq / (1.0 - beta2 ** state["step"])).sqrt_().add_(group["eps"])
+                update = (exp_avg / (1.0 - beta1 ** state["step"])).div_(denominator)
+                if weight_decay != 0:
+                    update.add_(param, alpha=weight_decay)
+                    weight_norm, update_norm = param.norm(), update.norm()
+                    trust_ratio = torch.where(
+                        (weight_norm > 0) & (update_norm > 0), weight_norm / update_norm, torch.ones_like(weight_norm)
+                    )
+                    update.mul_(trust_ratio)
+                param.add_(update, alpha=-group["lr"])
+        return loss
+
+
+class DeiT3Supervised(LightningModule):
+    """A linear classifier on the normed [CLS] of ``backbone``, both trained on labelled images."""
+
+    def __init__(
+        self,
+        backbone: VisionTransformer,
+        num_classes: int = 1000,
+        # targets
+        mixup_alpha: float = 0.8,
+        cutmix_alpha: float = 1.0,
+        mix_probability: float = 1.0,
+        mix_switch_probability: float = 0.5,
+        bce_target_threshold: float | None = 0.0,
+        # optimisation
+        optimizer: Literal["lamb", "adamw"] = "lamb",
+        base_lr: float = 3e-3,
+        lr_scaling_rule: Literal["linear_wrt_256", "sqrt_wrt_1024", "none"] = "none",
+        min_lr: float = 1e-5,
+        warmup_lr: float = 1e-6,
+        warmup_epochs: float = 5,
+        weight_decay: float = 0.05,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        clip_grad: float | None = 1.0,
+    ) -> None:
+        """
+        Args:
+            backbone: the ViT to train (its drop_path_rate and layerscale_init are the recipe's).
+            num_classes: classifier outputs; must match the datamodule's ``num_classes`` when it has one.
+            mixup_alpha: Beta(a, a) of mixup; 0 disables mixup.
+            cutmix_alpha: Beta(a, a) of cutmix; 0 disables cutmix.
+            mix_probability: probability that a batch is mixed at all.
+            mix_switch_probability: probability of cutmix rather than mixup when both are on.
+            bce_target_threshold: mixed targets above it become 1 (DeiT III: 0.0); None keeps soft targets.
+            optimizer: ``lamb`` (DeiT III) or ``adamw``.
+            base_lr: peak lr, for the global batch when ``lr_scaling_rule`` is ``none`` (DeiT III's ``--unscale-lr``).
+            lr_scaling_rule: how ``base_lr`` scales with the global batch size.
+            min_lr: lr at the end of the cosine decay.
+            warmup_lr: lr at the first warmup step.
+            warmup_epochs: linear warmup length.
+            weight_decay: decoupled weight decay (none on norms, biases, LayerScale, tokens' own parameters).
+            betas: Adam/LAMB moment coefficients.
+            eps: Adam/LAMB epsilon.
+            clip_grad: global gradient-norm clip; 1.0 is what apex's FusedLAMB (DeiT III) applies internally.
+        """
+        super().__init__()
+        self.save_hyperparameters(ignore=["backbone"])
+        self.hparams["backbone_config"] = dict(backbone.config)
+        if optimizer not in ("lamb", "adamw"):
+            raise ValueError(f"optimizer must be 'lamb' or 'adamw', got {optimizer!r}")
+        if num_classes < 2:
+            raise ValueError(f"num_classes must be >= 2, got {num_classes}")
+        self.backbone = backbone
+        self.head = nn.Linear(backbone.embed_dim, num_classes)
+        nn.init.trunc_normal_(self.head.weight, std=0.02)  # DeiT III's init of linear layers
+        nn.init.zeros_(self.head.bias)
+        self.mixer = MixupCutmix(num_classes, mixup_alpha, cutmix_alpha, mix_probability, mix_switch_probability)
+        top_k = min(5, num_classes)
+        self.val_top1 = MulticlassAccuracy(num_classes, top_k=1, average="micro")
+        self.val_top5 = MulticlassAccuracy(num_classes, top_k=top_k, average="micro")
+        self.schedules: dict[str, np.ndarray] = {}
+
+    def forward(self, images: Tensor) -> Tensor:
+        """Class logits ``[B, C]``."""
+        return self.head(self.backbone(images))
+
+    # ------------------------------------------------------------- schedules
+    def setup(self, stage: str) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None)
+        data_classes = getattr(datamodule, "num_classes", None)
+        if data_classes is not None and int(data_classes) != self.hparams.num_classes:
+            raise ValueError(
+                f"model num_classes={self.hparams.num_classes} but the datamodule has {data_classes} classes: "
+                f"set --model.init_args.num_classes {data_classes}"
+            )
+        if stage == "fit":
+            self._build_schedules()
+
+    def _build_schedules(self) -> None:
+        trainer, hp = self.trainer, self.hparams
+        total_steps = int(trainer.estimated_stepping_batches)
+        steps_per_epoch = max(1, total_steps // max(1, trainer.max_epochs or 1))
+        if trainer.max_epochs in (None, -1):
+            steps_per_epoch = max(1, int(trainer.num_training_batches))
+        warmup_steps = min(total_steps, int(round(hp.warmup_epochs * steps_per_epoch)))
+        lr = hp.base_lr
+        if hp.lr_scaling_rule != "none":
+            lr = scaled_learning_rate(hp.base_lr, self._global_batch_size(), hp.lr_scaling_rule)
+        self.schedules = {
+            "lr": cosine_schedule(lr, hp.min_lr, total_steps, warmup_steps, start_warmup_value=hp.warmup_lr),
+            "weight_decay": np.full(total_steps, hp.weight_decay),  # constant in DeiT III
+        }
+
+    def _global_batch_size(self) -> int:
+        per_device = getattr(getattr(self.trainer, "datamodule", None), "batch_size", None)
+        if per_device is None:
+            per_device = getattr(getattr(self.trainer, "datamodule", None), "hparams", {}).get("batch_size")
+        if per_device is None:
+            raise ValueError(
+                f"lr_scaling_rule={self.hparams.lr_scaling_rule!r} needs the per-device batch size: give the "
+                "datamodule a `batch_size` attribute, or use lr_scaling_rule 'none' with a base_lr for the global batch"
+            )
+        return int(per_device) * self.trainer.world_size * self.trainer.accumulate_grad_batches
+
+    def scheduled(self, name: str) -> float:
+        return value_at(self.schedules[name], self.global_step)
+
+    def on_train_batch_start(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        if not hasattr(self, "flops_per_batch"):  # forward + backward ~ 3x forward, backbone only
+            images = batch["image"]
+            self.flops_per_batch = 3 * len(images) * self.backbone.flops_per_image(tuple(images.shape[-2:]))
+        lr, weight_decay = self.scheduled("lr"), self.scheduled("weight_decay")
+        for group in self.optimizers().optimizer.param_groups:
+            group["lr"] = lr * group["lr_multiplier"]
+            group["weight_decay"] = weight_decay * group["wd_multiplier"]
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        groups = build_param_groups({"backbone": self.backbone, "head": self.head})
+        for group in groups:
+            group.pop("names")
+        betas, eps = tuple(self.hparams.betas), self.hparams.eps
+        if self.hparams.optimizer == "lamb":
+            return Lamb(groups, lr=0.0, betas=betas, eps=eps)
+        return torch.optim.AdamW(groups, lr=0.0, betas=betas, eps=eps)
+
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:  # noqa: ANN001
+        if self.hparams.clip_grad:
+            nn.utils.clip_grad_norm_(self.parameters(), self.hparams.clip_grad)
+
+    # --------------------------------------------------------------- the step
+    def training_targets(self, images: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+        """Mixed images and the BCE targets ``[B, C]`` (binarised above ``bce_target_threshold``)."""
+        images, targets = self.mixer(images, labels)
+        threshold = self.hparams.bce_target_threshold
+        if threshold is not None:
+            targets = (targets > threshold).to(targets.dtype)
+        return images, targets
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        images, targets = self.training_targets(batch["image"], batch["label"])
+        logits = self(images)
+        loss = F.binary_cross_entropy_with_logits(logits.float(), targets.float())
+        if not torch.isfinite(loss).item():
+            raise NonFiniteLossError(
+                f"non-finite loss at step {self.global_step}; training stopped before the optimizer step, so the "
+                "last saved checkpoint is intact. Lower the lr or check the data."
+            )
+        batch_size = len(images)
+        self.log("train/loss", loss, prog_bar=True, batch_size=batch_size)
+        self.log_dict({f"train/{name}": self.scheduled(name) for name in self.schedules}, batch_size=batch_size)
+        return loss
+
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        images, labels = batch["image"], batch["label"]
+        logits = self(images).float()
+        targets = one_hot_targets(labels, self.hparams.num_classes)
+        batch_size = len(images)
+        self.log("val/loss", F.binary_cross_entropy_with_logits(logits, targets), sync_dist=True, batch_size=batch_size)
+        self.val_top1(logits, labels)
+        self.val_top5(logits, labels)
+        self.log("val/top1", self.val_top1, prog_bar=True, batch_size=batch_size)
+        self.log("val/top5", self.val_top5, batch_size=batch_size)
+
+    def on_fit_start(self) -> None:
+        count = self.backbone.parameter_count()
+        summary = {
+            "backbone/params_total": float(count.total),
+            "backbone/params_overhead": count.overhead,
+            "backbone/gflops_per_image": self.backbone.flops_per_image() / 1e9,
+        }
+        for logger in self.loggers:
+            logger.log_metrics(summary, step=0)
