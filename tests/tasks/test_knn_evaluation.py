@@ -1,0 +1,116 @@
+import pytest
+import torch
+from lightning.pytorch import LightningDataModule, Trainer
+from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
+
+from clsvit_lightning.evaluation.knn import knn_classify, knn_scores
+from clsvit_lightning.models import VisionTransformer
+from clsvit_lightning.tasks.knn_evaluation import KNNEvaluation, merge_neighbours, samples_on_rank, weighted_vote
+
+
+def collate(samples):
+    return {"image": torch.stack([s[0] for s in samples]), "label": torch.stack([s[1] for s in samples])}
+
+
+class TinyBankAndQueries(LightningDataModule):
+    """A memory bank (``feature_dataloader("train")``) and queries (``val_dataloader``) of noise images."""
+
+    def __init__(self, bank_size=30, num_queries=13, num_classes=4, batch_size=4):
+        super().__init__()
+        generator = torch.Generator().manual_seed(1)
+        self.splits = {}
+        for split, length in (("train", bank_size), ("val", num_queries)):
+            labels = torch.randint(0, num_classes, (length,), generator=generator)
+            images = torch.randn(length, 3, 32, 32, generator=generator)
+            images[:, 0] += labels[:, None, None].float()  # some class signal
+            self.splits[split] = TensorDataset(images, labels)
+        self.num_classes, self.batch_size = num_classes, batch_size
+
+    def feature_dataloader(self, split="train"):
+        return DataLoader(self.splits[split], batch_size=self.batch_size, collate_fn=collate)
+
+    def val_dataloader(self):
+        return self.feature_dataloader("val")
+
+
+def tiny_backbone():
+    # No LayerScale: with a 1e-5 init the [CLS] of an untrained model barely depends on the image (ties).
+    return VisionTransformer(
+        img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2, specialization="paper", layerscale_init=None
+    )
+
+
+def test_validate_matches_brute_force_knn_on_directly_computed_features(tmp_path):
+    data = TinyBankAndQueries()
+    module = KNNEvaluation(tiny_backbone(), ks=(1, 3, 10, 200), temperature=0.07)
+    trainer = Trainer(default_root_dir=tmp_path, accelerator="cpu", devices=1, logger=False, enable_progress_bar=False)
+    metrics = trainer.validate(module, data)[0]
+    with torch.no_grad():
+        bank_images, bank_labels = data.splits["train"].tensors
+        query_images, query_labels = data.splits["val"].tensors
+        bank, queries = module.backbone(bank_images), module.backbone(query_images)
+    expected = knn_classify(bank, bank_labels, queries, query_labels, (1, 3, 10, 200), 0.07, num_classes=4)
+    assert [r.k for r in module.results] == [1, 3, 10]  # 200 > the 30 bank images: skipped
+    for result in expected:
+        for name, value in result.as_dict("knn").items():
+            assert metrics[name] == pytest.approx(value, abs=1e-4), name
+    assert not module.backbone.training
+
+
+def test_merging_per_shard_top_k_lists_gives_the_global_top_k():
+    generator = torch.Generator().manual_seed(0)
+    bank = torch.nn.functional.normalize(torch.randn(50, 8, generator=generator), dim=1)
+    labels = torch.randint(0, 5, (50,), generator=generator)
+    queries = torch.nn.functional.normalize(torch.randn(7, 8, generator=generator), dim=1)
+    k, shards = 10, [range(0, 17), range(17, 30), range(30, 50)]
+    per_shard = [(queries @ bank[list(s)].T).topk(k, dim=1) for s in shards]
+    similarities = torch.stack([top.values for top in per_shard])  # [S, Q, k]
+    shard_labels = torch.stack([labels[list(s)][top.indices] for s, top in zip(shards, per_shard, strict=True)])
+    merged_similarities, merged_labels = merge_neighbours(similarities, shard_labels, k)
+    direct = (queries @ bank.T).topk(k, dim=1)
+    torch.testing.assert_close(merged_similarities, direct.values)
+    assert torch.equal(merged_labels, labels[direct.indices])
+    # And the vote over the merged list is knn_scores' over the whole bank.
+    torch.testing.assert_close(
+        weighted_vote(merged_similarities, merged_labels, 5, 0.07),
+        knn_scores(bank, labels, queries, k, 0.07, 5),
+        rtol=1e-5,
+        atol=0,
+    )
+
+
+@pytest.mark.parametrize(("length", "world_size"), [(13, 4), (12, 4), (3, 5), (10, 1)])
+def test_samples_on_rank_counts_the_distributed_samplers_real_samples(length, world_size):
+    seen = []
+    for rank in range(world_size):
+        order = list(DistributedSampler(range(length), world_size, rank, shuffle=False))
+        real = samples_on_rank(length, rank, world_size)
+        seen += order[:real]
+        assert set(order[real:]) <= set(range(length))  # the rest are padding repeats
+    assert sorted(seen) == list(range(length))
+
+
+def test_bad_options_name_themselves():
+    with pytest.raises(ValueError, match="ks must be a non-empty list"):
+        KNNEvaluation(tiny_backbone(), ks=())
+    with pytest.raises(ValueError, match="temperature must be > 0"):
+        KNNEvaluation(tiny_backbone(), temperature=0.0)
+
+
+def test_two_ranks_with_a_sharded_bank_give_the_single_process_result(tmp_path):
+    # 30 bank images over 2 ranks (15 each); 13 queries: the sampler pads rank 1 with one repeat.
+    data = TinyBankAndQueries()
+    module = KNNEvaluation(tiny_backbone(), ks=(1, 3, 20), temperature=0.07)
+    with torch.no_grad():
+        bank_images, bank_labels = data.splits["train"].tensors
+        query_images, query_labels = data.splits["val"].tensors
+        bank, queries = module.backbone(bank_images), module.backbone(query_images)
+    expected = knn_classify(bank, bank_labels, queries, query_labels, (1, 3, 20), 0.07, num_classes=4)
+    trainer = Trainer(
+        default_root_dir=tmp_path, accelerator="cpu", devices=2, strategy="ddp_spawn", logger=False,
+        enable_progress_bar=False, enable_model_summary=False,
+    )  # fmt: skip
+    metrics = trainer.validate(module, data, verbose=False)[0]
+    for result in expected:
+        for name, value in result.as_dict("knn").items():
+            assert metrics[name] == pytest.approx(value, abs=1e-4), name
