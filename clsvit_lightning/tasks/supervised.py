@@ -22,7 +22,7 @@ from typing import Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
-from lightning.pytorch import LightningModule
+from lightning.pytorch import LightningModule, Trainer
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
@@ -31,6 +31,20 @@ from clsvit_lightning.tasks.dinov2_pretraining import NonFiniteLossError
 from clsvit_lightning.training.mixup import MixupCutmix, one_hot_targets
 from clsvit_lightning.training.param_groups import build_param_groups
 from clsvit_lightning.training.schedules import cosine_schedule, scaled_learning_rate, value_at
+
+
+def global_batch_size(trainer: Trainer, needed_by: str) -> int:
+    """Per-device batch (the datamodule's ``batch_size`` attribute or hyperparameter) x devices x accumulation."""
+    datamodule = getattr(trainer, "datamodule", None)
+    per_device = getattr(datamodule, "batch_size", None)
+    if per_device is None:
+        per_device = getattr(datamodule, "hparams", {}).get("batch_size")
+    if per_device is None:
+        raise ValueError(
+            f"{needed_by} needs the per-device batch size: give the datamodule a `batch_size` attribute or "
+            "hyperparameter, or use lr_scaling_rule 'none' with a learning rate for the global batch"
+        )
+    return int(per_device) * trainer.world_size * trainer.accumulate_grad_batches
 
 
 class Lamb(torch.optim.Optimizer):
@@ -183,22 +197,12 @@ class DeiT3Supervised(LightningModule):
         warmup_steps = min(total_steps, int(round(hp.warmup_epochs * steps_per_epoch)))
         lr = hp.base_lr
         if hp.lr_scaling_rule != "none":
-            lr = scaled_learning_rate(hp.base_lr, self._global_batch_size(), hp.lr_scaling_rule)
+            batch = global_batch_size(trainer, f"lr_scaling_rule={hp.lr_scaling_rule!r}")
+            lr = scaled_learning_rate(hp.base_lr, batch, hp.lr_scaling_rule)
         self.schedules = {
             "lr": cosine_schedule(lr, hp.min_lr, total_steps, warmup_steps, start_warmup_value=hp.warmup_lr),
             "weight_decay": np.full(total_steps, hp.weight_decay),  # constant in DeiT III
         }
-
-    def _global_batch_size(self) -> int:
-        per_device = getattr(getattr(self.trainer, "datamodule", None), "batch_size", None)
-        if per_device is None:
-            per_device = getattr(getattr(self.trainer, "datamodule", None), "hparams", {}).get("batch_size")
-        if per_device is None:
-            raise ValueError(
-                f"lr_scaling_rule={self.hparams.lr_scaling_rule!r} needs the per-device batch size: give the "
-                "datamodule a `batch_size` attribute, or use lr_scaling_rule 'none' with a base_lr for the global batch"
-            )
-        return int(per_device) * self.trainer.world_size * self.trainer.accumulate_grad_batches
 
     def scheduled(self, name: str) -> float:
         return value_at(self.schedules[name], self.global_step)

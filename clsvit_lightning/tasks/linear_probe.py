@@ -1,0 +1,177 @@
+"""Linear probe on a frozen backbone: a grid of linear classifiers trained jointly (DINOv2, recipe §3.2).
+
+Features are ``backbone.get_intermediate_layers(images, n, return_class_token=True)`` (final norm
+applied) of the last ``n = max(n_last_blocks_options)`` blocks, computed once per batch without
+gradients. Each classifier reads DINOv2's ``create_linear_input``:
+``[cls_{L-n+1}, ..., cls_L]`` concatenated, plus ``mean_i(patch_{L,i})`` with avgpool, i.e.
+``(n + avgpool) * D`` inputs. One classifier per (n_last_blocks, avgpool, lr) of the grid, each in
+its own SGD parameter group (momentum 0.9, no weight decay) with lr ``lr * global_batch / 256``
+and a cosine decay to 0; the loss is the sum of the classifiers' cross-entropies (each gradient
+reaches only its own classifier). The best classifier on the validation split is reported.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from lightning.pytorch import LightningModule
+from lightning.pytorch.utilities import rank_zero_info
+from torch import Tensor, nn
+
+from clsvit_lightning.models.vision_transformer import VisionTransformer
+from clsvit_lightning.tasks.knn_evaluation import freeze, samples_on_rank
+from clsvit_lightning.tasks.supervised import global_batch_size
+from clsvit_lightning.training.schedules import cosine_schedule, scaled_learning_rate, value_at
+
+DINOV2_LEARNING_RATES = (1e-5, 2e-5, 5e-5, 1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 5e-3, 1e-2, 2e-2, 5e-2, 0.1)
+
+
+def create_linear_input(blocks: Sequence[tuple[Tensor, Tensor]], use_n_blocks: int, use_avgpool: bool) -> Tensor:
+    """``(patches [B, N, D], cls [B, D])`` per block, oldest first -> classifier input ``[B, (n + avgpool) D]``."""
+    last = blocks[-use_n_blocks:]
+    output = torch.cat([cls for _, cls in last], dim=-1)  # [B, n * D], block order
+    if use_avgpool:
+        output = torch.cat([output, last[-1][0].mean(dim=1)], dim=-1)  # + mean patch of the last block
+    return output.float()
+
+
+def head_name(n_last_blocks: int, use_avgpool: bool, lr: float) -> str:
+    """``blocks4_avgpool_lr0p001``: module names may not contain dots."""
+    return f"blocks{n_last_blocks}_{'avgpool' if use_avgpool else 'cls'}_lr{lr:g}".replace(".", "p")
+
+
+class LinearProbe(LightningModule):
+    """``clsvit fit --config configs/classification/linear.yaml``: linear classifiers on frozen features."""
+
+    def __init__(
+        self,
+        backbone: VisionTransformer,
+        pretrained: str | None = None,
+        num_classes: int = 1000,
+        n_last_blocks_options: Sequence[int] = (1, 4),
+        avgpool_options: Sequence[bool] = (False, True),
+        learning_rates: Sequence[float] = DINOV2_LEARNING_RATES,
+        lr_scaling_rule: Literal["linear_wrt_256", "sqrt_wrt_1024", "none"] = "linear_wrt_256",
+        momentum: float = 0.9,
+    ) -> None:
+        """
+        Args:
+            backbone: the architecture of the checkpoint to evaluate.
+            pretrained: weights to load (DINOv2/timm files, this project's checkpoints or exported backbones).
+            num_classes: classifier outputs.
+            n_last_blocks_options: how many last blocks' [CLS] a classifier reads (DINOv2: 1 and 4).
+            avgpool_options: whether it also reads the mean patch token of the last block.
+            learning_rates: the lr grid, for a global batch of 256 under ``linear_wrt_256``.
+            lr_scaling_rule: how the grid scales with the global batch size.
+            momentum: SGD momentum.
+        """
+        super().__init__()
+        self.save_hyperparameters(ignore=["backbone"])
+        if not n_last_blocks_options or not all(1 <= n <= backbone.depth for n in n_last_blocks_options):
+            raise ValueError(
+                f"n_last_blocks_options must lie in 1..{backbone.depth} (the backbone depth), "
+                f"got {list(n_last_blocks_options)}"
+            )
+        if not avgpool_options or not learning_rates or min(learning_rates) <= 0:
+            raise ValueError(
+                f"avgpool_options and learning_rates must be non-empty, lrs > 0; got {list(avgpool_options)}, "
+                f"{list(learning_rates)}"
+            )
+        self.backbone = freeze(backbone, pretrained)
+        self.heads = nn.ModuleDict()
+        self.head_inputs: dict[str, tuple[int, bool]] = {}
+        self.head_learning_rates: dict[str, float] = {}
+        for n_last_blocks in sorted(set(n_last_blocks_options)):
+            for use_avgpool in sorted(set(avgpool_options)):
+                for lr in learning_rates:
+                    name = head_name(n_last_blocks, use_avgpool, lr)
+                    head = nn.Linear((n_last_blocks + use_avgpool) * backbone.embed_dim, num_classes)
+                    nn.init.normal_(head.weight, std=0.01)
+                    nn.init.zeros_(head.bias)
+                    self.heads[name] = head
+                    self.head_inputs[name] = (n_last_blocks, use_avgpool)
+                    self.head_learning_rates[name] = lr
+        self.best_head: str | None = None
+
+    def train(self, mode: bool = True) -> LinearProbe:
+        super().train(mode)
+        self.backbone.eval()  # always: frozen features, no drop path
+        return self
+
+    @torch.no_grad()
+    def extract(self, images: Tensor) -> tuple[tuple[Tensor, Tensor], ...]:
+        """``(patches [B, N, D], cls [B, D])`` of the last ``max(n_last_blocks_options)`` blocks."""
+        n = max(self.hparams.n_last_blocks_options)
+        return self.backbone.get_intermediate_layers(images, n, return_class_token=True, norm=True)
+
+    def forward(self, images: Tensor) -> dict[str, Tensor]:
+        """Logits ``[B, C]`` of every classifier of the grid."""
+        blocks = self.extract(images)
+        inputs = {key: create_linear_input(blocks, *key) for key in set(self.head_inputs.values())}
+        return {name: head(inputs[self.head_inputs[name]]) for name, head in self.heads.items()}
+
+    # ------------------------------------------------------------ optimisation
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        hp = self.hparams
+        scale = 1.0
+        if hp.lr_scaling_rule != "none":
+            batch = global_batch_size(self.trainer, f"lr_scaling_rule={hp.lr_scaling_rule!r}")
+            scale = scaled_learning_rate(1.0, batch, hp.lr_scaling_rule)
+        groups = [
+            {"params": list(head.parameters()), "head": name, "base_lr": self.head_learning_rates[name] * scale}
+            for name, head in self.heads.items()
+        ]
+        return torch.optim.SGD(groups, lr=0.0, momentum=hp.momentum, weight_decay=0.0)
+
+    def setup(self, stage: str) -> None:
+        if stage == "fit":
+            self.lr_decay: np.ndarray = cosine_schedule(1.0, 0.0, int(self.trainer.estimated_stepping_batches))
+
+    def on_train_batch_start(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        factor = value_at(self.lr_decay, self.global_step)
+        for group in self.optimizers().optimizer.param_groups:
+            group["lr"] = group["base_lr"] * factor
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        logits = self(batch["image"])
+        losses = torch.stack([F.cross_entropy(head_logits, batch["label"]) for head_logits in logits.values()])
+        self.log("train/loss_mean_over_heads", losses.mean(), prog_bar=True, batch_size=len(batch["label"]))
+        return losses.sum()
+
+    # -------------------------------------------------------------- validation
+    def on_validation_epoch_start(self) -> None:
+        self.correct = torch.zeros(2, len(self.heads), device=self.device)  # top-1, top-5 per head
+        self.num_queries = torch.zeros((), device=self.device)
+        dataset = self.trainer.val_dataloaders.dataset
+        self.queries_left = samples_on_rank(len(dataset), self.trainer.global_rank, self.trainer.world_size)
+
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        # The last samples of a rank may repeat others (sampler padding): count each sample once.
+        real = min(len(batch["label"]), self.queries_left)
+        self.queries_left -= real
+        if real == 0:
+            return
+        labels = batch["label"][:real]
+        for index, head_logits in enumerate(self(batch["image"][:real]).values()):
+            ranked = head_logits.topk(min(5, head_logits.shape[1]), dim=1).indices  # [B, 5]
+            self.correct[0, index] += (ranked[:, 0] == labels).sum()
+            self.correct[1, index] += (ranked == labels[:, None]).any(dim=1).sum()
+        self.num_queries += real
+
+    def on_validation_epoch_end(self) -> None:
+        correct, total = self.correct, self.num_queries
+        if self.trainer.world_size > 1:
+            correct = self.trainer.strategy.reduce(correct, reduce_op="sum")
+            total = self.trainer.strategy.reduce(total, reduce_op="sum")
+        accuracy = 100 * correct / total.clamp(min=1)  # [2, H]
+        names = list(self.heads)
+        best = int(accuracy[0].argmax())
+        self.best_head = names[best]
+        metrics = {f"linear/{name}_top1": accuracy[0, i] for i, name in enumerate(names)}
+        metrics |= {"linear/best_top1": accuracy[0, best], "linear/best_top5": accuracy[1, best]}
+        self.log_dict(metrics)
+        rank_zero_info(f"linear probe: best classifier {self.best_head} (top-1 {accuracy[0, best]:.2f}%)")
