@@ -1,11 +1,18 @@
+from pathlib import Path
+
 import pytest
 import torch
 from lightning.pytorch import LightningDataModule, Trainer
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
+from clsvit_lightning.cli import run
 from clsvit_lightning.evaluation.knn import knn_classify, knn_scores
 from clsvit_lightning.models import VisionTransformer
 from clsvit_lightning.tasks.knn_evaluation import KNNEvaluation, merge_neighbours, samples_on_rank, weighted_vote
+from clsvit_lightning.tasks.supervised import DeiT3Supervised
+from tests.tasks.test_supervised import write_image_folder
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 
 def collate(samples):
@@ -114,3 +121,35 @@ def test_two_ranks_with_a_sharded_bank_give_the_single_process_result(tmp_path):
     for result in expected:
         for name, value in result.as_dict("knn").items():
             assert metrics[name] == pytest.approx(value, abs=1e-4), name
+
+
+def test_knn_of_a_supervised_checkpoint_through_the_cli(tmp_path):
+    root = write_image_folder(tmp_path / "imagenet", per_class=(5, 2))
+    backbone = VisionTransformer(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2)
+    supervised = DeiT3Supervised(backbone, num_classes=3)
+    torch.save({"state_dict": supervised.state_dict()}, tmp_path / "supervised.ckpt")
+    cli = run(
+        [
+            "validate",
+            "--config", str(CONFIGS / "classification/knn.yaml"),
+            "--model.init_args.backbone.init_args.img_size", "32",
+            "--model.init_args.backbone.init_args.patch_size", "8",
+            "--model.init_args.backbone.init_args.embed_dim", "32",
+            "--model.init_args.backbone.init_args.depth", "2",
+            "--model.init_args.backbone.init_args.num_heads", "2",
+            "--model.init_args.pretrained", str(tmp_path / "supervised.ckpt"),
+            "--model.init_args.ks", "[10, 20]",
+            "--data.init_args.root", str(root),
+            "--data.init_args.batch_size", "4",
+            "--data.init_args.num_workers", "0",
+            "--data.init_args.crop_size", "32",
+            "--data.init_args.resize_size", "36",
+            "--trainer.precision", "32-true",
+            "--trainer.accelerator", "cpu",
+            "--trainer.enable_progress_bar", "false",
+        ]
+    )  # fmt: skip
+    assert [r.k for r in cli.model.results] == [10]  # 15 bank images: k=20 skipped
+    for key, value in backbone.state_dict().items():
+        assert torch.equal(cli.model.backbone.state_dict()[key], value), key
+    assert 0 <= cli.trainer.callback_metrics["knn/k10_top1"] <= 100
