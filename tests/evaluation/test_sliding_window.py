@@ -1,0 +1,70 @@
+"""Sliding-window and TTA inference: coverage, averaging, equality with whole-image inference."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from clsvit_lightning.evaluation.sliding_window import infer, slide_inference, tta_inference, window_starts
+
+
+@pytest.mark.parametrize(("size", "crop", "stride"), [(512, 512, 341), (683, 512, 341), (100, 32, 20), (20, 32, 16)])
+def test_windows_cover_the_side_and_stay_inside(size, crop, stride):
+    starts = window_starts(size, crop, stride)
+    covered = torch.zeros(size, dtype=torch.bool)
+    for start in starts:
+        assert start >= 0 and (start + crop <= size or start == 0)
+        covered[start : start + crop] = True
+    assert covered.all()
+    assert starts == sorted(starts) and (size <= crop or starts[-1] + crop == size)  # last window ends at the border
+
+
+def test_stride_larger_than_crop_is_rejected():
+    with pytest.raises(ValueError, match="stride 40 > crop_size 32"):
+        window_starts(100, 32, 40)
+
+
+def test_translation_equivariant_model_gives_the_whole_image_result():
+    conv = torch.nn.Conv2d(3, 4, kernel_size=1)  # per-pixel: a window changes nothing
+    images = torch.randn(2, 3, 45, 70)
+    with torch.no_grad():
+        torch.testing.assert_close(slide_inference(conv, images, 32, 20), conv(images))
+        torch.testing.assert_close(slide_inference(conv, images, (16, 24), (9, 11)), conv(images))
+
+
+def test_overlapping_windows_are_averaged():
+    # Each window predicts its own mean intensity everywhere: the result depends on the windows.
+    def window_mean(window):
+        return window.mean(dim=(1, 2, 3), keepdim=True).expand(-1, 1, *window.shape[-2:])
+
+    images = torch.rand(1, 3, 10, 13)
+    result = slide_inference(window_mean, images, 6, 4)
+    total, count = torch.zeros(10, 13), torch.zeros(10, 13)
+    for top in window_starts(10, 6, 4):
+        for left in window_starts(13, 6, 4):
+            total[top : top + 6, left : left + 6] += images[0, :, top : top + 6, left : left + 6].mean()
+            count[top : top + 6, left : left + 6] += 1
+    assert (count > 0).all()  # every pixel is covered
+    torch.testing.assert_close(result[0, 0], total / count)
+
+
+def test_one_window_covering_the_image_equals_whole_inference():
+    def non_local(images):  # depends on the whole input: equal only if the window is the image
+        return images.cumsum(dim=-1)[:, :2]
+
+    images = torch.randn(1, 3, 20, 30)
+    torch.testing.assert_close(infer(non_local, images, "slide", 32, 16), infer(non_local, images, "whole"))
+
+
+def test_tta_averages_probabilities_over_flips_and_scales():
+    conv = torch.nn.Conv2d(3, 5, kernel_size=1)
+    images = torch.randn(1, 3, 16, 24)
+    with torch.no_grad():
+        plain = tta_inference(conv, images)
+        torch.testing.assert_close(plain, conv(images).softmax(1))
+        # A per-pixel model commutes with the flip: flip TTA changes nothing.
+        torch.testing.assert_close(tta_inference(conv, images, flip=True), plain)
+        # Two scales: the mean of the two resized-back probability maps.
+        up = F.interpolate(images, size=(24, 36), mode="bilinear", align_corners=False)
+        back = F.interpolate(conv(up), size=(16, 24), mode="bilinear", align_corners=False).softmax(1)
+        torch.testing.assert_close(tta_inference(conv, images, scales=(1.0, 1.5)), (plain + back) / 2)
+        assert torch.equal(tta_inference(conv, images, output="values"), conv(images))
