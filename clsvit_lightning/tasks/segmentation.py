@@ -162,12 +162,13 @@ class SemanticSegmentation(DenseTask):
         if self.trainer.sanity_checking:
             return
         self.log_dict({f"{stage}/{name}": scores[name].float() for name in ("mIoU", "mAcc", "aAcc")}, prog_bar=True)
-        if self.trainer.is_global_zero:
-            self._report_per_class(stage, per_class_rows(scores, self.hparams.class_names))
-
-    def _report_per_class(self, stage: str, rows: list[dict[str, Any]]) -> None:
-        """CSV in the log dir, a W&B table when logging to W&B, the text table under ``clsvit validate``."""
+        # trainer.log_dir broadcasts from rank 0: every rank must ask for it, not only the one that writes.
         log_dir = Path(self.trainer.log_dir or self.trainer.default_root_dir)
+        if self.trainer.is_global_zero:
+            self._report_per_class(stage, per_class_rows(scores, self.hparams.class_names), log_dir)
+
+    def _report_per_class(self, stage: str, rows: list[dict[str, Any]], log_dir: Path) -> None:
+        """CSV in the log dir, a W&B table when logging to W&B, the text table under ``clsvit validate``."""
         write_per_class_csv(rows, log_dir / "segmentation" / f"{stage}_per_class_step{self.global_step:07d}.csv")
         for logger in self.loggers:
             if isinstance(logger, WandbLogger):
@@ -176,4 +177,4 @@ class SemanticSegmentation(DenseTask):
                     key=f"{stage}/per_class", columns=columns, data=[[r[c] for c in columns] for r in rows]
                 )
         if self.trainer.state.fn in ("validate", "test"):
-            print(format_per_class_table(rows))
+            print(f"\n{stage} per-class scores (%):\n{format_per_class_table(rows)}")
