@@ -174,4 +174,5 @@ class LinearProbe(LightningModule):
         metrics = {f"linear/{name}_top1": accuracy[0, i] for i, name in enumerate(names)}
         metrics |= {"linear/best_top1": accuracy[0, best], "linear/best_top5": accuracy[1, best]}
         self.log_dict(metrics)
-        rank_zero_info(f"linear probe: best classifier {self.best_head} (top-1 {accuracy[0, best]:.2f}%)")
+        if not self.trainer.sanity_checking:
+            rank_zero_info(f"linear probe: best classifier {self.best_head} (top-1 {accuracy[0, best]:.2f}%)")

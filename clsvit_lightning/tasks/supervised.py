@@ -17,7 +17,7 @@ The recipe, defaults in ``configs/supervised/deit3_base.yaml``:
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -27,7 +27,7 @@ from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from clsvit_lightning.models.vision_transformer import VisionTransformer
-from clsvit_lightning.tasks.dinov2_pretraining import NonFiniteLossError
+from clsvit_lightning.tasks.dinov2_pretraining import DINOv2Pretraining, NonFiniteLossError
 from clsvit_lightning.training.mixup import MixupCutmix, one_hot_targets
 from clsvit_lightning.training.param_groups import build_param_groups
 from clsvit_lightning.training.schedules import cosine_schedule, scaled_learning_rate, value_at
@@ -157,7 +157,6 @@ class DeiT3Supervised(LightningModule):
         """
         super().__init__()
         self.save_hyperparameters(ignore=["backbone"])
-        self.hparams["backbone_config"] = dict(backbone.config)
         if optimizer not in ("lamb", "adamw"):
             raise ValueError(f"optimizer must be 'lamb' or 'adamw', got {optimizer!r}")
         if num_classes < 2:
@@ -272,3 +271,11 @@ class DeiT3Supervised(LightningModule):
         }
         for logger in self.loggers:
             logger.log_metrics(summary, step=0)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Mixup/cutmix draw from the global RNGs: checkpoints carry them, as in the self-distillation task.
+        DINOv2Pretraining.on_save_checkpoint(self, checkpoint)  # type: ignore[arg-type]
+        # Beside, not inside, the hyperparameters: `clsvit validate --ckpt_path` parses those as init args.
+        checkpoint["backbone_config"] = dict(self.backbone.config)
+
+    on_load_checkpoint = DINOv2Pretraining.on_load_checkpoint

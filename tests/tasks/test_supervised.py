@@ -154,3 +154,14 @@ def test_a_few_steps_through_the_cli_on_an_image_folder(tmp_path):
     load_pretrained(backbone, checkpoint)
     for key, value in cli.model.backbone.state_dict().items():
         torch.testing.assert_close(backbone.state_dict()[key], value, msg=key)
+    assert torch.load(checkpoint, weights_only=True)["backbone_config"] == cli.model.backbone.config
+    # The checkpoint validates through the CLI (its hyperparameters are valid init arguments).
+    validated = run([
+        "validate",
+        "--config", str(CONFIGS / "supervised/deit3_base.yaml"),
+        "--config", str(CONFIGS / "supervised/tiny_synthetic.yaml"),
+        "--config", str(next((tmp_path / "run").rglob("config.yaml"))),
+        "--ckpt_path", str(checkpoint),
+        "--trainer.enable_progress_bar", "false",
+    ])  # fmt: skip
+    assert 0 <= validated.trainer.callback_metrics["val/top1"] <= 1
