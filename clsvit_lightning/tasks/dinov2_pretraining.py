@@ -73,7 +73,6 @@ class DINOv2Pretraining(LightningModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["backbone"])
-        self.hparams["backbone_config"] = dict(backbone.config)  # lets `export` rebuild the backbone
         if teacher_targets not in ("centering", "sinkhorn_knopp"):
             raise ValueError(f"teacher_targets must be 'centering' or 'sinkhorn_knopp', got {teacher_targets!r}")
         for name in ("dino_loss_weight", "ibot_loss_weight", "koleo_loss_weight"):
@@ -146,11 +145,11 @@ class DINOv2Pretraining(LightningModule):
 
     def _global_batch_size(self) -> int:
         datamodule = getattr(self.trainer, "datamodule", None)
-        per_device = getattr(datamodule, "batch_size", None)
+        per_device = getattr(datamodule, "batch_size", None) or getattr(datamodule, "hparams", {}).get("batch_size")
         if per_device is None:
             raise ValueError(
                 "DINOv2Pretraining needs the per-device batch size for the lr scaling rule: "
-                "give the datamodule a `batch_size` attribute"
+                "give the datamodule a `batch_size` attribute or init argument"
             )
         return int(per_device) * self.trainer.world_size * self.trainer.accumulate_grad_batches
 
@@ -318,6 +317,8 @@ class DINOv2Pretraining(LightningModule):
 
     # -------------------------------------------------------- checkpointing
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Beside the hyper-parameters, not among them: `--ckpt_path` feeds those back as init args.
+        checkpoint["backbone_config"] = dict(self.student["backbone"].config)
         numpy_state = np.random.get_state()
         checkpoint["rng_states"] = {
             "torch": torch.get_rng_state(),
@@ -343,6 +344,6 @@ def export_teacher_backbone(checkpoint_path: str, output_path: str) -> dict[str,
     backbone = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
     if not backbone:
         raise ValueError(f"{checkpoint_path}: no '{prefix}*' weights; is this a DINOv2Pretraining checkpoint?")
-    config = checkpoint.get("hyper_parameters", {}).get("backbone_config", {})
+    config = checkpoint.get("backbone_config", {})
     torch.save({"model": backbone, "backbone_config": config}, output_path)
     return {"keys": len(backbone), "params": int(sum(v.numel() for v in backbone.values())), "config": config}
