@@ -36,7 +36,7 @@ from clsvit_lightning.evaluation.segmentation_metrics import (
     per_class_rows,
     write_per_class_csv,
 )
-from clsvit_lightning.evaluation.sliding_window import tta_inference
+from clsvit_lightning.evaluation.sliding_window import infer, tta_inference
 from clsvit_lightning.models.vision_transformer import VisionTransformer
 from clsvit_lightning.tasks.dense_base import DenseTask
 from clsvit_lightning.tasks.dense_heads import BNConvHead, DenseFeatures, DensePredictor, last_blocks
@@ -121,6 +121,15 @@ class SemanticSegmentation(DenseTask):
         hp = self.hparams
         return tta_inference(self.predictor, images, hp.inference, hp.crop_size, hp.stride, hp.tta_scales, hp.tta_flip)
 
+    @torch.no_grad()
+    def predict_labels(self, images: Tensor) -> Tensor:
+        """Class ids ``[B, H, W]`` with the configured inference and TTA."""
+        hp = self.hparams
+        if list(hp.tta_scales) == [1.0] and not hp.tta_flip:
+            # One view: softmax is monotone, skip it (one full-resolution [B, K, H, W] pass less).
+            return infer(self.predictor, images, hp.inference, hp.crop_size, hp.stride).argmax(dim=1)
+        return self.predict_probabilities(images).argmax(dim=1)
+
     # ------------------------------------------------------------------ train
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         images, masks = batch["image"], batch["mask"]  # [B, 3, H, W], [B, H, W]
@@ -140,12 +149,12 @@ class SemanticSegmentation(DenseTask):
             masks = masks.masked_fill(padded.to(masks.device)[:, None, None], self.hparams.ignore_index)
         sizes = batch.get("image_size")
         if sizes is None or bool((sizes == torch.tensor(images.shape[-2:], device=sizes.device)).all()):
-            self.metrics.update(self.predict_probabilities(images).argmax(dim=1), masks)
+            self.metrics.update(self.predict_labels(images), masks)
             return
         for image, mask, (height, width) in zip(images, masks, sizes.tolist(), strict=True):
             # Each image at its own size: the batch padding must not become context for the windows.
-            probabilities = self.predict_probabilities(image[None, :, :height, :width])
-            self.metrics.update(probabilities.argmax(dim=1), mask[None, :height, :width])
+            labels = self.predict_labels(image[None, :, :height, :width])
+            self.metrics.update(labels, mask[None, :height, :width])
 
     def test_step(self, batch: dict[str, Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
         self.validation_step(batch, batch_idx, dataloader_idx)

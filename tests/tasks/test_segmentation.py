@@ -200,7 +200,7 @@ def test_validation_miou_is_the_dataset_level_score_of_each_image_at_its_own_siz
     model.eval()
     for sample in data.val:  # independently: one image at a time, no batch padding
         with torch.no_grad():
-            pred = model.predict_probabilities(sample["image"][None]).argmax(1)[0]
+            pred = model.predict_probabilities(sample["image"][None]).argmax(1)[0]  # = predict_labels
         keep = sample["mask"] != 255
         confmat += torch.bincount(sample["mask"][keep] * NUM_CLASSES + pred[keep], minlength=9).view(3, 3)
     assert results["val/mIoU"] == pytest.approx(scores_from_confusion_matrix(confmat)["mIoU"].item(), abs=1e-6)
@@ -244,3 +244,12 @@ def test_cli_fit_then_validate_on_synthetic_ade20k(tmp_path):
     assert 0.0 <= float(metrics["val/mIoU"]) <= 1.0 and "val/aAcc" in metrics
     tables = sorted(Path(tmp_path / "run").rglob("val_per_class_step*.csv"))
     assert tables and "background" in tables[-1].read_text()
+
+
+@pytest.mark.parametrize(("scales", "flip"), [((1.0,), False), ((1.0, 1.5), True)])
+def test_predicted_labels_are_the_argmax_of_the_tta_probabilities(scales, flip):
+    model = tiny_model(inference="slide", crop_size=24, stride=16, tta_scales=scales, tta_flip=flip).eval()
+    images = torch.randn(2, 3, 30, 41)
+    labels = model.predict_labels(images)
+    assert labels.shape == (2, 30, 41)
+    assert torch.equal(labels, model.predict_probabilities(images).argmax(1))
