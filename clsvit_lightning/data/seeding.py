@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 
 import albumentations as A
-import cv2
 import numpy as np
 import torch
 
@@ -73,8 +72,8 @@ def worker_init_fn(worker_id: int) -> None:
     Lightning installs its own ``pl_worker_init_function`` only when the loader has none, so when
     ``seed_everything(workers=True)`` is active (``PL_SEED_WORKERS=1``) it is called here.
     """
-    # Each worker is one process: OpenCV's own thread pool would oversubscribe the cores.
-    cv2.setNumThreads(1)
+    # No cv2.setNumThreads here: in a forked worker it deadlocks once the parent has used OpenCV's
+    # pthreads pool (reproduced with warpAffine); make_loader sets it in the main process instead.
     info = torch.utils.data.get_worker_info()
     # initial_seed() = loader base seed (new each epoch) + worker_id; the rank separates DDP processes.
     # Read it before Lightning's function reseeds torch.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import cv2
 from torch.utils.data import DataLoader, Dataset
 
 from clsvit_lightning.data.seeding import worker_init_fn
@@ -23,6 +24,10 @@ def make_loader(
 
     Distributed sampling is left to Lightning, which swaps in a ``DistributedSampler`` under DDP.
     """
+    if num_workers > 0:
+        # Workers are the parallelism: OpenCV's own thread pool in each would oversubscribe the cores.
+        # Set in the main process, before the fork (calling it inside a forked worker can deadlock).
+        cv2.setNumThreads(1)
     return DataLoader(
         dataset,
         batch_size=batch_size,
