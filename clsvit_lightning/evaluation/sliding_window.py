@@ -82,20 +82,24 @@ def tta_inference(
     scales: Sequence[float] = (1.0,),
     flip: bool = False,
     output: Literal["probabilities", "values"] = "probabilities",
+    short_side: int | None = None,
 ) -> Tensor:
     """Mean over scales (and flips) of the softmax of :func:`infer`: ``[B, 3, H, W] -> [B, K, H, W]``.
 
-    ``output="values"`` averages the raw outputs instead of probabilities (regression, e.g. depth).
-    With one scale of 1.0 and no flip, ``values`` returns :func:`infer` unchanged.
+    ``short_side``: scale ``s`` resizes the image to a short side of ``short_side * s`` (mmseg's
+    ``img_scale=(∞, short_side)`` with ``img_ratios``), otherwise to ``s`` times its size; outputs
+    always come back at the input size. ``output="values"`` averages the raw outputs instead of
+    probabilities (regression; or a single view, whose argmax is the same).
     """
     if not scales:
         raise ValueError("test-time augmentation: scales is empty; use [1.0] for a single pass")
     height, width = images.shape[-2:]
+    base = short_side / min(height, width) if short_side else 1.0
     total: Tensor | None = None
     for scale in scales:
         scaled = images
-        if scale != 1.0:
-            size = (max(1, round(height * scale)), max(1, round(width * scale)))
+        size = (max(1, int(height * base * scale + 0.5)), max(1, int(width * base * scale + 0.5)))  # mmseg rounding
+        if size != (height, width):
             scaled = F.interpolate(images, size=size, mode="bilinear", align_corners=False)
         for flipped in (False, True) if flip else (False,):
             view = scaled.flip(-1) if flipped else scaled

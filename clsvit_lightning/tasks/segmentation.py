@@ -36,7 +36,7 @@ from clsvit_lightning.evaluation.segmentation_metrics import (
     per_class_rows,
     write_per_class_csv,
 )
-from clsvit_lightning.evaluation.sliding_window import infer, tta_inference
+from clsvit_lightning.evaluation.sliding_window import tta_inference
 from clsvit_lightning.models.vision_transformer import VisionTransformer
 from clsvit_lightning.tasks.dense_base import DenseTask
 from clsvit_lightning.tasks.dense_heads import BNConvHead, DenseFeatures, DensePredictor, last_blocks
@@ -66,6 +66,7 @@ class SemanticSegmentation(DenseTask):
         stride: int = 341,
         tta_scales: tuple[float, ...] = (1.0,),
         tta_flip: bool = False,
+        test_short_side: int | None = None,
         ignore_index: int = IGNORE_INDEX,
     ) -> None:
         """
@@ -87,6 +88,8 @@ class SemanticSegmentation(DenseTask):
             stride: sliding-window step in pixels (overlapping logits are averaged).
             tta_scales: test-time scales (probabilities averaged); ``[1.0]`` = none.
             tta_flip: also average the horizontally flipped image.
+            test_short_side: resize evaluation images to this short side (times each TTA scale) before
+                inference, as mmseg's test ``img_scale``; predictions come back at the label size.
             ignore_index: label of pixels that count neither in the loss nor in the metrics.
         """
         super().__init__()
@@ -118,17 +121,21 @@ class SemanticSegmentation(DenseTask):
     @torch.no_grad()
     def predict_probabilities(self, images: Tensor) -> Tensor:
         """Class probabilities ``[B, K, H, W]`` with the configured inference and TTA."""
-        hp = self.hparams
-        return tta_inference(self.predictor, images, hp.inference, hp.crop_size, hp.stride, hp.tta_scales, hp.tta_flip)
+        return self._tta(images, "probabilities")
 
     @torch.no_grad()
     def predict_labels(self, images: Tensor) -> Tensor:
         """Class ids ``[B, H, W]`` with the configured inference and TTA."""
+        single_view = list(self.hparams.tta_scales) == [1.0] and not self.hparams.tta_flip
+        # One view: softmax is monotone, skip it (one full-resolution [B, K, H, W] pass less).
+        return self._tta(images, "values" if single_view else "probabilities").argmax(dim=1)
+
+    def _tta(self, images: Tensor, output: str) -> Tensor:
         hp = self.hparams
-        if list(hp.tta_scales) == [1.0] and not hp.tta_flip:
-            # One view: softmax is monotone, skip it (one full-resolution [B, K, H, W] pass less).
-            return infer(self.predictor, images, hp.inference, hp.crop_size, hp.stride).argmax(dim=1)
-        return self.predict_probabilities(images).argmax(dim=1)
+        return tta_inference(
+            self.predictor, images, hp.inference, hp.crop_size, hp.stride, hp.tta_scales, hp.tta_flip, output,
+            hp.test_short_side,
+        )  # fmt: skip
 
     # ------------------------------------------------------------------ train
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:

@@ -68,3 +68,17 @@ def test_tta_averages_probabilities_over_flips_and_scales():
         back = F.interpolate(conv(up), size=(16, 24), mode="bilinear", align_corners=False).softmax(1)
         torch.testing.assert_close(tta_inference(conv, images, scales=(1.0, 1.5)), (plain + back) / 2)
         assert torch.equal(tta_inference(conv, images, output="values"), conv(images))
+
+
+def test_short_side_resizes_relative_to_the_target_short_side():
+    conv = torch.nn.Conv2d(3, 5, kernel_size=1)
+    images = torch.randn(1, 3, 16, 24)
+    with torch.no_grad():
+        # short side 16 -> 32 is scale 2; with TTA scale 0.5 on top it is the original size again.
+        torch.testing.assert_close(
+            tta_inference(conv, images, short_side=32), tta_inference(conv, images, scales=(2.0,))
+        )
+        torch.testing.assert_close(
+            tta_inference(conv, images, short_side=32, scales=(0.5,)), tta_inference(conv, images)
+        )
+        assert tta_inference(conv, images, short_side=21).shape == (1, 5, 16, 24)  # back at the input size

@@ -246,9 +246,12 @@ def test_cli_fit_then_validate_on_synthetic_ade20k(tmp_path):
     assert tables and "background" in tables[-1].read_text()
 
 
-@pytest.mark.parametrize(("scales", "flip"), [((1.0,), False), ((1.0, 1.5), True)])
-def test_predicted_labels_are_the_argmax_of_the_tta_probabilities(scales, flip):
-    model = tiny_model(inference="slide", crop_size=24, stride=16, tta_scales=scales, tta_flip=flip).eval()
+@pytest.mark.parametrize(
+    ("scales", "flip", "short_side"), [((1.0,), False, None), ((1.0,), False, 40), ((1.0, 1.5), True, None)]
+)
+def test_predicted_labels_are_the_argmax_of_the_tta_probabilities(scales, flip, short_side):
+    options = dict(tta_scales=scales, tta_flip=flip, test_short_side=short_side)
+    model = tiny_model(inference="slide", crop_size=24, stride=16, **options).eval()
     images = torch.randn(2, 3, 30, 41)
     labels = model.predict_labels(images)
     assert labels.shape == (2, 30, 41)
