@@ -13,6 +13,7 @@ from collections.abc import Callable
 from clsvit_lightning.commands.analyze import analyze_main
 from clsvit_lightning.commands.export import export_main
 from clsvit_lightning.commands.summary import demo_main, summary_main
+from clsvit_lightning.commands.sweep import sweep_main
 from clsvit_lightning.commands.synth import synth_main
 
 PROJECT_COMMANDS: dict[str, Callable[[list[str]], object]] = {
@@ -21,6 +22,7 @@ PROJECT_COMMANDS: dict[str, Callable[[list[str]], object]] = {
     "synth": synth_main,
     "analyze": analyze_main,
     "export": export_main,
+    "sweep": sweep_main,
 }
 
 
