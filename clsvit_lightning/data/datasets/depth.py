@@ -24,7 +24,10 @@ from torch.utils.data import Dataset
 from clsvit_lightning.data.datasets.base import CorruptSkipper
 from clsvit_lightning.data.io import DatasetLayoutError, LabelError, read_depth_png, read_rgb, require_dir
 
-NYU_LAYOUT = __doc__.split("::", 1)[1].split("Valid depth")[0].rstrip()
+NYU_LAYOUT = """ROOT/
+  nyu_train.txt, nyu_test.txt   # lines "<rgb path> <depth path> [focal]", relative to ROOT
+  <folders>/rgb_*.jpg
+  <folders>/sync_depth_*.png    # uint16 millimetres, 0 = no measurement"""
 EIGEN_CROP = (45, 471, 41, 601)  # top, bottom, left, right in the 480 x 640 NYUv2 frame
 NYU_FRAME = (480, 640)
 
