@@ -47,5 +47,8 @@ class EpochSeededSampler(Sampler[int]):
 
 def seeded_dataloader(dataset: Dataset, seed: int = 0, shuffle: bool = True, **kwargs: Any) -> DataLoader:
     """A DataLoader whose order and worker seeds are functions of ``(seed, epoch)``."""
+    from clsvit_lightning.data.seeding import worker_init_fn  # noqa: PLC0415 (data imports this module)
+
     sampler = EpochSeededSampler(dataset, seed=seed, shuffle=shuffle)
+    kwargs.setdefault("worker_init_fn", worker_init_fn)  # reseeds albumentations in each worker
     return DataLoader(dataset, sampler=sampler, generator=sampler.generator, **kwargs)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 
 import cv2
 from torch.utils.data import DataLoader, Dataset
 
 from clsvit_lightning.data.seeding import worker_init_fn
+from clsvit_lightning.training.seeding import EpochSeededSampler
 
 
 def make_loader(
@@ -22,16 +24,23 @@ def make_loader(
 ) -> DataLoader:
     """A DataLoader whose workers reseed the albumentations pipelines (``data/seeding.py``).
 
-    Distributed sampling is left to Lightning, which swaps in a ``DistributedSampler`` under DDP.
+    Shuffling uses an order drawn from ``(seed, epoch)`` (``training/seeding.py``), so a run resumed
+    from a checkpoint sees the batches of the uninterrupted run; the seed is the one given to
+    ``seed_everything``. Distributed sampling is left to Lightning, which swaps in a
+    ``DistributedSampler`` (also seeded by epoch) under DDP.
     """
     if num_workers > 0:
         # Workers are the parallelism: OpenCV's own thread pool in each would oversubscribe the cores.
         # Set in the main process, before the fork (calling it inside a forked worker can deadlock).
         cv2.setNumThreads(1)
+    sampler = None
+    if shuffle:
+        sampler = EpochSeededSampler(dataset, seed=int(os.environ.get("PL_GLOBAL_SEED", 0)))  # type: ignore[arg-type]
     return DataLoader(
         dataset,
         batch_size=batch_size,
-        shuffle=shuffle,
+        sampler=sampler,
+        generator=sampler.generator if sampler is not None else None,
         num_workers=num_workers,
         collate_fn=collate_fn,
         pin_memory=pin_memory,
