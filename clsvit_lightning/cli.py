@@ -11,8 +11,9 @@ import sys
 from collections.abc import Callable
 
 from clsvit_lightning.commands.analyze import analyze_main
+from clsvit_lightning.commands.demo import demo_main
 from clsvit_lightning.commands.export import export_main
-from clsvit_lightning.commands.summary import demo_main, summary_main
+from clsvit_lightning.commands.summary import summary_main
 from clsvit_lightning.commands.sweep import sweep_main
 from clsvit_lightning.commands.synth import synth_main
 
@@ -36,19 +37,24 @@ def run(args: list[str] | None = None) -> object:
     argv = list(sys.argv[1:] if args is None else args)
     if argv and argv[0] in PROJECT_COMMANDS:
         return PROJECT_COMMANDS[argv[0]](argv[1:])
-    return lightning_main(argv)
+    # From the console LightningCLI reads sys.argv itself (passing it as `args` makes it warn).
+    return lightning_main(None if args is None else argv)
 
 
-def lightning_main(argv: list[str]) -> object:
+def lightning_main(argv: list[str] | None) -> object:
     from lightning.pytorch import LightningDataModule, LightningModule  # noqa: PLC0415 (keep `summary` light)
     from lightning.pytorch.cli import LightningCLI  # noqa: PLC0415
+
+    from clsvit_lightning.ops.save_config import SaveConfigToLoggers  # noqa: PLC0415
 
     return LightningCLI(
         LightningModule,
         LightningDataModule,
         subclass_mode_model=True,
         subclass_mode_data=True,
-        # A SLURM requeue or a W&B run writes into an existing folder: overwrite the saved config.
+        # Writes config.yaml (overwriting: a SLURM requeue or a W&B run reuses the folder) and stores
+        # the config in each W&B run.
+        save_config_callback=SaveConfigToLoggers,
         save_config_kwargs={"overwrite": True},
         args=argv,
     )

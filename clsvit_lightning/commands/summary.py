@@ -64,12 +64,3 @@ def summary_main(argv: list[str]) -> list[dict[str, object]]:
     rows = backbone_table(cfg.sizes, cfg.patch_sizes, cfg.specializations, cfg.img_size, cfg.num_registers)
     print(format_table(rows))
     return rows
-
-
-def demo_main(argv: list[str]) -> list[dict[str, object]]:
-    """The demo until pretraining and dense probing land: the backbone table of the paper's setups."""
-    print("clsvit demo: vanilla vs `paper` backbones (parameters counted, FLOPs measured with FlopCounterMode)\n")
-    rows = summary_main(["--sizes", "[tiny, small, base]", "--patch_sizes", "[16]", *argv])
-    print()
-    rows += summary_main(["--sizes", "[large]", "--patch_sizes", "[14]", "--num_registers", "4", *argv])
-    return rows

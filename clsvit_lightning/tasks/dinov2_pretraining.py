@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import copy
+import math
 import random
 from typing import Any, Literal
 
@@ -118,9 +119,16 @@ class DINOv2Pretraining(LightningModule):
     def _build_schedules(self) -> None:
         trainer, hp = self.trainer, self.hparams
         total_steps = int(trainer.estimated_stepping_batches)
-        steps_per_epoch = max(1, total_steps // max(1, trainer.max_epochs or 1))
-        if trainer.max_epochs in (None, -1):
-            steps_per_epoch = max(1, int(trainer.num_training_batches))
+        # Epoch-denominated settings (warmups, freeze) need the optimizer steps of one epoch.
+        if trainer.num_training_batches == float("inf"):  # not loaded yet when only max_steps is set
+            trainer.fit_loop.setup_data()
+        batches = trainer.num_training_batches
+        if batches == float("inf"):
+            raise ValueError(
+                "DINOv2Pretraining: the train loader has no length, so warmup_epochs and the other "
+                "epoch-based settings cannot be turned into steps; give the DataModule a sized dataset"
+            )
+        steps_per_epoch = max(1, math.ceil(int(batches) / trainer.accumulate_grad_batches))
 
         def steps(epochs: float) -> int:
             return min(total_steps, int(round(epochs * steps_per_epoch)))

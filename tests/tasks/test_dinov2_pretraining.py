@@ -119,3 +119,15 @@ def test_export_writes_the_teacher_backbone_for_load_pretrained(tmp_path):
     load_pretrained(direct, tmp_path / "last.ckpt")  # the Lightning checkpoint itself: its teacher
     assert torch.equal(direct.norm.prefix_weight, module.teacher_backbone.norm.prefix_weight)
     assert not torch.equal(copy.deepcopy(module.student["backbone"]).pos_embed, module.teacher_backbone.pos_embed)
+
+
+def test_schedules_with_max_steps_only(tmp_path):
+    module = tiny_module(warmup_epochs=1)
+    fit = Trainer(default_root_dir=tmp_path, max_steps=6, accelerator="cpu", logger=False, enable_progress_bar=False,
+                  enable_model_summary=False, enable_checkpointing=False)  # fmt: skip
+    fit.fit(module, TinySSLData(batch_size=4, length=16))
+    assert fit.global_step == 6
+    assert len(module.schedules["lr"]) == 6
+    assert module.schedules["lr"][:4].tolist() == pytest.approx(
+        [0.0, 0.25 * module.schedules["lr"][4], 0.5 * module.schedules["lr"][4], 0.75 * module.schedules["lr"][4]]
+    )
