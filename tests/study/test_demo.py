@@ -36,7 +36,8 @@ def test_demo_runs_end_to_end(tmp_path, monkeypatch):
     monkeypatch.chdir(Path(__file__).parents[2])  # the configs are repository-relative
     results = run([
         "demo", "--out", str(tmp_path / "demo"), "--data_root", str(tmp_path / "data"), "--pretrain_epochs", "1",
-        "--probe_steps", "4", "--num_train", "40", "--num_val", "12", "--num_workers", "0", "--specializations", "[vanilla, paper]",
+        "--probe_steps", "4", "--num_train", "40", "--num_val", "12", "--num_workers", "0",
+        "--specializations", "[vanilla, paper]",
     ])  # fmt: skip
     assert [r.specialization for r in results] == ["vanilla", "paper"]
     assert results[0].gflops == results[1].gflops and results[1].overhead > 0.08
