@@ -23,6 +23,7 @@ from clsvit_lightning.losses import CenteringTargets, DINOLoss, KoLeoLoss, iBOTP
 from clsvit_lightning.losses.ibot_patch_loss import masks_weight_from_masks
 from clsvit_lightning.models.dino_head import DINOHead
 from clsvit_lightning.models.vision_transformer import VisionTransformer
+from clsvit_lightning.training.compile import compile_blocks
 from clsvit_lightning.training.param_groups import build_param_groups
 from clsvit_lightning.training.schedules import (
     cosine_schedule,
@@ -71,6 +72,8 @@ class DINOv2Pretraining(LightningModule):
         patch_embed_lr_multiplier: float = 0.2,
         clip_grad: float | None = 3.0,
         adamw_betas: tuple[float, float] = (0.9, 0.999),
+        # speed
+        compile: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["backbone"])
@@ -110,6 +113,12 @@ class DINOv2Pretraining(LightningModule):
     def teacher_backbone(self) -> VisionTransformer:
         """The backbone that gets evaluated and exported."""
         return self.teacher["backbone"]
+
+    def configure_model(self) -> None:
+        # Block by block and in place (see training/compile.py): checkpoint keys stay the eager ones.
+        if self.hparams.compile:
+            compile_blocks(self.student)
+            compile_blocks(self.teacher)
 
     # ------------------------------------------------------------- schedules
     def setup(self, stage: str) -> None:
