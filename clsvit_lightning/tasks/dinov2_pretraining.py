@@ -8,10 +8,8 @@ EMA of the student, sees the unmasked global crops only, and is what gets evalua
 
 from __future__ import annotations
 
-import ast
 import copy
 import math
-import random
 from typing import Any, Literal
 
 import numpy as np
@@ -25,6 +23,7 @@ from clsvit_lightning.models.dino_head import DINOHead
 from clsvit_lightning.models.vision_transformer import VisionTransformer
 from clsvit_lightning.training.compile import compile_blocks
 from clsvit_lightning.training.param_groups import build_param_groups
+from clsvit_lightning.training.rng_state import restore_rng_states, save_rng_states
 from clsvit_lightning.training.schedules import (
     cosine_schedule,
     linear_warmup_then_constant,
@@ -336,21 +335,10 @@ class DINOv2Pretraining(LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # Beside the hyper-parameters, not among them: `--ckpt_path` feeds those back as init args.
         checkpoint["backbone_config"] = dict(self.student["backbone"].config)
-        numpy_state = np.random.get_state()
-        checkpoint["rng_states"] = {
-            "torch": torch.get_rng_state(),
-            "numpy_keys": torch.from_numpy(numpy_state[1].astype(np.int64)),
-            "numpy_pos": int(numpy_state[2]),
-            "python": repr(random.getstate()),
-        }
+        save_rng_states(checkpoint)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        states = checkpoint.get("rng_states")
-        if states is None:
-            return
-        torch.set_rng_state(states["torch"])
-        np.random.set_state(("MT19937", states["numpy_keys"].numpy().astype(np.uint32), states["numpy_pos"], 0, 0.0))
-        random.setstate(ast.literal_eval(states["python"]))
+        restore_rng_states(checkpoint)
 
 
 def export_teacher_backbone(checkpoint_path: str, output_path: str) -> dict[str, Any]:

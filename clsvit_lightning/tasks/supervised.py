@@ -27,9 +27,10 @@ from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from clsvit_lightning.models.vision_transformer import VisionTransformer
-from clsvit_lightning.tasks.dinov2_pretraining import DINOv2Pretraining, NonFiniteLossError
+from clsvit_lightning.tasks.dinov2_pretraining import NonFiniteLossError
 from clsvit_lightning.training.mixup import MixupCutmix, one_hot_targets
 from clsvit_lightning.training.param_groups import build_param_groups
+from clsvit_lightning.training.rng_state import restore_rng_states, save_rng_states
 from clsvit_lightning.training.schedules import cosine_schedule, scaled_learning_rate, value_at
 
 
@@ -274,8 +275,9 @@ class DeiT3Supervised(LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # Mixup/cutmix draw from the global RNGs: checkpoints carry them, as in the self-distillation task.
-        DINOv2Pretraining.on_save_checkpoint(self, checkpoint)  # type: ignore[arg-type]
+        save_rng_states(checkpoint)
         # Beside, not inside, the hyperparameters: `clsvit validate --ckpt_path` parses those as init args.
         checkpoint["backbone_config"] = dict(self.backbone.config)
 
-    on_load_checkpoint = DINOv2Pretraining.on_load_checkpoint
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        restore_rng_states(checkpoint)
