@@ -30,6 +30,7 @@ def demo_main(argv: list[str]) -> list:
     parser.add_argument("--num_train", type=int, default=640, help="synthetic training images per layout")
     parser.add_argument("--num_val", type=int, default=160, help="synthetic validation images per layout")
     parser.add_argument("--num_workers", type=int, default=2)
+    parser.add_argument("--progress_bar", type=bool, default=True)
     cfg = parser.parse_args(argv)
     start = time.time()
     if not (Path(cfg.data_root) / "imagenet").is_dir() or not (Path(cfg.data_root) / "ade20k").is_dir():
@@ -42,6 +43,7 @@ def demo_main(argv: list[str]) -> list:
         pretrain_epochs=cfg.pretrain_epochs,
         probe_steps=cfg.probe_steps,
         num_workers=cfg.num_workers,
+        progress_bar=cfg.progress_bar,
     )
     results = [run_one(spec, cfg.seed, settings) for spec in cfg.specializations]
     report = write_report(

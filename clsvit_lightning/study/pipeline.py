@@ -35,6 +35,7 @@ class StudySettings:
     batch_size: int = 32
     num_workers: int = 2
     analysis_images: int = 8
+    progress_bar: bool = True
 
 
 @dataclass
@@ -66,7 +67,8 @@ def pretrain(spec: str, seed: int, settings: StudySettings, run_dir: Path) -> Pa
     run([
         "fit", *sum((["--config", c] for c in PRETRAIN_CONFIGS), []), *_backbone_overrides(spec),
         "--seed_everything", str(seed), "--trainer.max_epochs", str(settings.pretrain_epochs),
-        "--trainer.default_root_dir", str(run_dir / "pretrain"), "--trainer.enable_progress_bar", "false",
+        "--trainer.default_root_dir", str(run_dir / "pretrain"),
+        "--trainer.enable_progress_bar", str(settings.progress_bar).lower(),
         "--trainer.logger", "false",
         "--data.init_args.root", str(Path(settings.data_root) / "imagenet"),
         "--data.init_args.batch_size", str(settings.batch_size),
@@ -85,7 +87,8 @@ def knn_top1(spec: str, checkpoint: Path, settings: StudySettings, run_dir: Path
         *sum(([f"--model.init_args.backbone.init_args.{k}", str(v)] for k, v in tiny.items()), []),
         "--model.init_args.pretrained", str(checkpoint), "--model.init_args.ks", "[20]",
         "--trainer.accelerator", "cpu", "--trainer.devices", "1", "--trainer.precision", "32-true",
-        "--trainer.default_root_dir", str(run_dir / "knn"), "--trainer.enable_progress_bar", "false",
+        "--trainer.default_root_dir", str(run_dir / "knn"),
+        "--trainer.enable_progress_bar", str(settings.progress_bar).lower(),
         "--data.init_args.root", str(Path(settings.data_root) / "imagenet"),
         "--data.init_args.crop_size", str(tiny["img_size"]), "--data.init_args.resize_size", str(tiny["img_size"]),
         "--data.init_args.batch_size", "64", "--data.init_args.num_workers", str(settings.num_workers),
@@ -98,7 +101,8 @@ def segmentation_miou(spec: str, checkpoint: Path, seed: int, settings: StudySet
         "fit", "--config", SEGMENTATION_CONFIG, *_backbone_overrides(spec),
         "--seed_everything", str(seed), "--model.init_args.pretrained", str(checkpoint),
         "--trainer.max_steps", str(settings.probe_steps), "--trainer.val_check_interval", str(settings.probe_steps),
-        "--trainer.default_root_dir", str(run_dir / "segmentation"), "--trainer.enable_progress_bar", "false",
+        "--trainer.default_root_dir", str(run_dir / "segmentation"),
+        "--trainer.enable_progress_bar", str(settings.progress_bar).lower(),
         "--trainer.logger", "false",
         "--data.init_args.root", str(Path(settings.data_root) / "ade20k"),
         "--data.init_args.num_workers", str(settings.num_workers),

@@ -36,7 +36,7 @@ def test_demo_runs_end_to_end(tmp_path, monkeypatch):
     monkeypatch.chdir(Path(__file__).parents[2])  # the configs are repository-relative
     results = run([
         "demo", "--out", str(tmp_path / "demo"), "--data_root", str(tmp_path / "data"), "--pretrain_epochs", "1",
-        "--probe_steps", "4", "--num_train", "40", "--num_val", "12", "--num_workers", "0",
+        "--probe_steps", "4", "--num_train", "40", "--num_val", "12", "--num_workers", "0", "--progress_bar", "false",
         "--specializations", "[vanilla, paper]",
     ])  # fmt: skip
     assert [r.specialization for r in results] == ["vanilla", "paper"]
