@@ -17,6 +17,7 @@ import torch
 from lightning.pytorch import LightningModule
 from torch import Tensor, nn
 
+from clsvit_lightning.data.transforms.tensors import normalize_on_device
 from clsvit_lightning.losses import CenteringTargets, DINOLoss, KoLeoLoss, iBOTPatchLoss, sinkhorn_knopp
 from clsvit_lightning.losses.ibot_patch_loss import masks_weight_from_masks
 from clsvit_lightning.models.dino_head import DINOHead
@@ -213,6 +214,10 @@ class DINOv2Pretraining(LightningModule):
                 nn.utils.clip_grad_norm_(module.parameters(), self.hparams.clip_grad)
 
     # --------------------------------------------------------------- the step
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        # Loaders may ship uint8 crops (ImageNetDataModule(normalize_on_device=True)): normalise here.
+        return normalize_on_device(batch) if isinstance(batch, dict) else batch
+
     def train(self, mode: bool = True) -> DINOv2Pretraining:
         super().train(mode)
         self.teacher.eval()  # always: no drop path, and the teacher is evaluated as is

@@ -9,6 +9,8 @@ ImageNet average size) and a 683x512 image + mask (ADE20K's typical size).
 - ``decode``: JPEG bytes -> RGB uint8 (``data/io.py``).
 - ``multicrop_augment``: decoded image -> 2 x 224 + 8 x 96 uint8 crops (``MultiCropTransform``).
 - ``multicrop_pipeline``: augmentation + the batch collate (normalisation, iBOT masks), per sample.
+- ``multicrop_pipeline_uint8``: the same with uint8 batches (``normalize_on_device=True``): the
+  normalisation then runs on the accelerator, inside ``on_after_batch_transfer``.
 - ``multicrop_end_to_end``: decode + ``multicrop_pipeline``: what one loader worker sustains.
 - ``multicrop_baseline``: the straightforward albumentations recipe (``A.Normalize`` + ``ToTensorV2``
   inside each crop's ``Compose``, then ``torch.stack``; decode excluded, no masks) in the same run.
@@ -65,6 +67,8 @@ def main() -> None:
     path, photo, seg_image, seg_mask = test_inputs()
     multicrop = MultiCropTransform()
     collate = MultiCropCollate(224, 16)
+    # ImageNetDataModule(normalize_on_device=True): uint8 batches, normalised by the module on the GPU.
+    collate_uint8 = MultiCropCollate(224, 16, normalize=False)
     baseline = baseline_multicrop()
     segmentation = segmentation_train_transform()
 
@@ -76,10 +80,10 @@ def main() -> None:
         for _ in range(args.samples):
             multicrop(photo)
 
-    def pipeline(source) -> None:
+    def pipeline(source, collate_fn=collate) -> None:  # noqa: ANN001
         for start in range(0, args.samples, args.batch_size):
             count = min(args.batch_size, args.samples - start)
-            collate([{**multicrop(source()), "label": 0} for _ in range(count)])
+            collate_fn([{**multicrop(source()), "label": 0} for _ in range(count)])
 
     def multicrop_baseline() -> None:
         for start in range(0, args.samples, args.batch_size):
@@ -98,6 +102,7 @@ def main() -> None:
         "decode": decode,
         "multicrop_augment": multicrop_augment,
         "multicrop_pipeline": lambda: pipeline(lambda: photo),
+        "multicrop_pipeline_uint8": lambda: pipeline(lambda: photo, collate_uint8),
         "multicrop_end_to_end": lambda: pipeline(lambda: read_rgb(path)),
         "multicrop_baseline": multicrop_baseline,
         "segmentation_train": segmentation_train,

@@ -131,3 +131,14 @@ def test_schedules_with_max_steps_only(tmp_path):
     assert module.schedules["lr"][:4].tolist() == pytest.approx(
         [0.0, 0.25 * module.schedules["lr"][4], 0.5 * module.schedules["lr"][4], 0.75 * module.schedules["lr"][4]]
     )
+
+
+def test_uint8_batches_are_normalised_after_transfer():
+    module = tiny_module()
+    crops = torch.randint(0, 256, (2, 3, 3, 32, 32), dtype=torch.uint8)
+    batch = module.on_after_batch_transfer({"global_crops": crops, "masks": torch.zeros(2, 3, 16, dtype=torch.bool)}, 0)
+    assert batch["global_crops"].dtype == torch.float32
+    expected = (crops.float() / 255 - torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)) / torch.tensor(
+        [0.229, 0.224, 0.225]
+    ).view(3, 1, 1)
+    torch.testing.assert_close(batch["global_crops"], expected)

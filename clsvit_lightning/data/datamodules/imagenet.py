@@ -51,6 +51,7 @@ class ImageNetDataModule(LightningDataModule):
         patch_size: int = 16,
         mask_ratio_range: tuple[float, float] = (0.1, 0.5),
         mask_sample_probability: float = 0.5,
+        normalize_on_device: bool = False,
     ) -> None:
         super().__init__()
         if mode not in ("ssl", "supervised", "linear", "eval"):
@@ -107,7 +108,13 @@ class ImageNetDataModule(LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         hp = self.hparams
         if self.mode == "ssl":
-            collate = MultiCropCollate(hp.crop_size, hp.patch_size, hp.mask_ratio_range, hp.mask_sample_probability)
+            collate = MultiCropCollate(
+                hp.crop_size,
+                hp.patch_size,
+                hp.mask_ratio_range,
+                hp.mask_sample_probability,
+                normalize=not hp.normalize_on_device,  # uint8 crops; the module normalises on its device
+            )
         else:
             collate = collate_labelled
         shuffle = self.mode != "eval"

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from clsvit_lightning.data.transforms.masking import BlockMaskGenerator, stratified_masks
-from clsvit_lightning.data.transforms.tensors import stack_normalized
+from clsvit_lightning.data.transforms.tensors import stack_normalized, stack_uint8
 
 
 def torch_seeded_rng() -> np.random.Generator:
@@ -32,7 +32,8 @@ class MultiCropCollate:
 
     Crop groups keep their own axis, so no consumer has to infer them from a position:
 
-    - ``global_crops``: ``[n_global, B, 3, G, G]`` float, ImageNet-normalised;
+    - ``global_crops``: ``[n_global, B, 3, G, G]`` float, ImageNet-normalised (``normalize=False``:
+      uint8, for :func:`~clsvit_lightning.data.transforms.tensors.normalize_on_device`);
     - ``local_crops``: ``[n_local, B, 3, L, L]`` float (``[0, B, 3, 0, 0]`` if no local crops);
     - ``masks``: ``[n_global, B, N]`` bool iBOT masks of the global crops, ``N = (G // patch_size) ** 2``
       (True = masked; ``masks.flatten(0, 1)`` is what ``VisionTransformer.forward_features`` takes
@@ -50,7 +51,9 @@ class MultiCropCollate:
         patch_size: int = 16,
         mask_ratio_range: tuple[float, float] = (0.1, 0.5),
         mask_sample_probability: float = 0.5,
+        normalize: bool = True,
     ) -> None:
+        self.stack = stack_normalized if normalize else stack_uint8
         if global_crop_size % patch_size:
             raise ValueError(f"global_crop_size={global_crop_size} is not a multiple of patch_size={patch_size}")
         grid = global_crop_size // patch_size
@@ -62,9 +65,9 @@ class MultiCropCollate:
         batch_size = len(samples)
         num_global = len(samples[0]["global_crops"])
         num_local = len(samples[0]["local_crops"])
-        global_crops = stack_normalized([s["global_crops"][k] for k in range(num_global) for s in samples])
+        global_crops = self.stack([s["global_crops"][k] for k in range(num_global) for s in samples])
         global_crops = global_crops.unflatten(0, (num_global, batch_size))  # [G*B, 3, H, W] -> [G, B, 3, H, W]
-        local_crops = stack_normalized([s["local_crops"][k] for k in range(num_local) for s in samples])
+        local_crops = self.stack([s["local_crops"][k] for k in range(num_local) for s in samples])
         local_crops = (
             local_crops.unflatten(0, (num_local, batch_size))
             if num_local

@@ -52,6 +52,35 @@ def stack_normalized(
     return torch.from_numpy(out)
 
 
+def stack_uint8(images: Sequence[np.ndarray]) -> Tensor:
+    """``n`` arrays ``[H, W, 3]`` uint8 -> ``[n, 3, H, W]`` uint8 (normalised later, on the device)."""
+    if not images:
+        return torch.empty(0, 3, 0, 0, dtype=torch.uint8)
+    return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()
+
+
+IMAGE_KEYS = ("global_crops", "local_crops", "image")
+
+
+def normalize_on_device(
+    batch: dict[str, Tensor], mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD
+) -> dict[str, Tensor]:
+    """``(x / 255 - mean) / std`` for the uint8 image tensors of a batch (``[..., 3, H, W]``), in place of them.
+
+    For loaders that ship uint8 batches (4x fewer bytes to the accelerator, and no float writes in
+    the workers); call it in ``LightningModule.on_after_batch_transfer``. Float tensors pass through.
+    """
+    for key in IMAGE_KEYS:
+        images = batch.get(key)
+        if images is None or images.dtype != torch.uint8:
+            continue
+        shape = [1] * (images.ndim - 3) + [3, 1, 1]
+        scale = torch.tensor([1.0 / (255.0 * s) for s in std], device=images.device).view(shape)
+        shift = torch.tensor([m / s for m, s in zip(mean, std, strict=True)], device=images.device).view(shape)
+        batch[key] = images.float() * scale - shift
+    return batch
+
+
 def denormalize(images: Tensor, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD) -> Tensor:
     """Inverse of :func:`stack_normalized` to ``[0, 255]`` float (for pictures and tests)."""
     scale = torch.tensor([255.0 * s for s in std], device=images.device).view(1, 3, 1, 1)

@@ -82,3 +82,21 @@ def test_dense_batch_pads_with_ignore_and_keeps_sizes():
     assert (batch["mask"][0, 3:, :] == 255).all() and (batch["mask"][0, :, 4] == 255).all()
     assert (batch["mask"][0, :3, :4] == 0).all() and (batch["mask"][1] == 1).all()
     assert (batch["image"][0, :, 3:, :] == 0).all()
+
+
+def test_uint8_batches_normalised_on_the_device_equal_the_normalised_collate():
+    from clsvit_lightning.data.transforms.tensors import normalize_on_device
+
+    samples = [multicrop_sample(b) for b in range(3)]
+    torch.manual_seed(0)
+    normalised = MultiCropCollate(global_crop_size=32, patch_size=8)(samples)
+    torch.manual_seed(0)
+    raw = MultiCropCollate(global_crop_size=32, patch_size=8, normalize=False)(samples)
+    assert raw["global_crops"].dtype == torch.uint8 and raw["global_crops"].shape == (2, 3, 3, 32, 32)
+    assert torch.equal(raw["masks"], normalised["masks"])
+    on_device = normalize_on_device(dict(raw))
+    for key in ("global_crops", "local_crops"):
+        torch.testing.assert_close(on_device[key], normalised[key], atol=1e-5, rtol=0)
+    assert (
+        normalize_on_device({"global_crops": normalised["global_crops"]})["global_crops"] is normalised["global_crops"]
+    )
