@@ -1,0 +1,221 @@
+"""Backbone speed and memory across modes: eager vs compiled, fp32 vs bf16, checkpointing off/on.
+
+    .venv/bin/python experiments/benchmarks/compile_precision.py [--size small --batch_size 8 --rounds 3]
+
+Prints one JSON object. Every variant (vanilla and specialized x mode) is measured in this process,
+interleaved round by round, medians over rounds; on a shared machine read the ratios, not the
+absolute numbers. Modes:
+
+* ``eager``, ``compiled`` (blocks compiled in place, ``training/compile.py``): forward and train step;
+* ``eager_bf16``, ``compiled_bf16``: the same under ``torch.autocast("cpu", torch.bfloat16)``, as the
+  Trainer's ``precision="bf16-mixed"`` runs them;
+* ``eager_checkpointing``, ``compiled_checkpointing``: train step with per-block activation
+  checkpointing (the forward in eval mode does not checkpoint).
+
+Memory: peak CPU memory of one fp32 eager train step (parameters, gradients and AdamW state
+included, as ``torch.cuda.max_memory_allocated`` would count them), from ``torch.profiler``'s
+memory timeline, for vanilla and specialized, checkpointing off and on.
+
+Targets (issue 10, CPU): compiled train step >= 1.05 x eager; specialized / vanilla <= 1.02 in
+every mode; forward FLOP/s >= 0.75 x a 2048^2 fp32 matmul eager, >= 0.85 x compiled; peak memory
+specialized / vanilla <= 1.02.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import statistics
+
+import torch
+from backbone import make_steps, matmul_flops_per_second, time_call  # same folder: run as a script
+from torch.profiler import ProfilerActivity, profile
+from torch.profiler._memory_profiler import Action
+
+from clsvit_lightning.models import SIZES
+from clsvit_lightning.training.compile import compile_blocks
+
+# mode -> (compiled, bf16, checkpointing)
+MODES = {
+    "eager": (False, False, False),
+    "compiled": (True, False, False),
+    "eager_bf16": (False, True, False),
+    "compiled_bf16": (True, True, False),
+    "eager_checkpointing": (False, False, True),
+    "compiled_checkpointing": (True, False, True),
+}
+
+
+def in_mode(fn, bf16: bool, checkpointing: bool, model: torch.nn.Module):
+    def run() -> None:
+        # One model serves several modes: the checkpointing switch is read at every forward.
+        model.activation_checkpointing = checkpointing
+        autocast = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+        with autocast:
+            fn()
+
+    return run
+
+
+def peak_memory_bytes(train_step) -> tuple[int, int]:
+    """(peak, resident) live CPU tensor bytes of one train step, from the profiler's memory timeline.
+
+    ``resident``: what existed before the step (parameters, gradients, AdamW state).
+    """
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True, record_shapes=True, with_stack=True) as prof:
+        train_step()
+    live = peak = resident = 0
+    for _, action, (key, _), size in prof._memory_profile().timeline:
+        if key.device.type != "cpu":
+            continue
+        if action in (Action.PREEXISTING, Action.CREATE):
+            live += size
+            resident += size if action == Action.PREEXISTING else 0
+        elif action == Action.DESTROY:
+            live -= size
+        peak = max(peak, live)
+    return peak, resident
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", default="small", choices=sorted(SIZES))
+    parser.add_argument("--patch_size", type=int, default=16)
+    parser.add_argument("--img_size", type=int, default=224)
+    parser.add_argument("--batch_size", type=int, default=8)
+    parser.add_argument("--specialization", default="paper")
+    parser.add_argument("--num_registers", type=int, default=0)
+    parser.add_argument("--modes", default=",".join(MODES), help=f"comma-separated subset of {list(MODES)}")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--memory_batch_size", type=int, default=16)
+    parser.add_argument("--threads", type=int, default=None)
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    modes = args.modes.split(",")
+    torch.manual_seed(0)
+    images = torch.randn(args.batch_size, 3, args.img_size, args.img_size)
+
+    # One eager and one compiled model per specialization; the modes share them.
+    runners: dict[tuple[str, str], dict[str, object]] = {}
+    models = {}
+    for name, spec in (("vanilla", "vanilla"), ("specialized", args.specialization)):
+        for compiled in sorted({MODES[m][0] for m in modes}):
+            model = SIZES[args.size](
+                patch_size=args.patch_size, img_size=args.img_size, specialization=spec,
+                num_registers=args.num_registers,
+            )  # fmt: skip
+            if compiled:
+                compile_blocks(model)
+            models[name, compiled] = model
+            forward, train_step = make_steps(model, images)
+            for mode in modes:
+                if MODES[mode][0] != compiled:
+                    continue
+                _, bf16, checkpointing = MODES[mode]
+                runners[name, mode] = {"train_step": in_mode(train_step, bf16, checkpointing, model)}
+                if not checkpointing:  # eval-mode forward: checkpointing changes nothing there
+                    runners[name, mode]["forward"] = in_mode(forward, bf16, checkpointing, model)
+
+    matmul = matmul_flops_per_second()
+    times = {key: {phase: [] for phase in phases} for key, phases in runners.items()}
+    for phases in runners.values():  # warm-up: compilation, allocator, oneDNN caches
+        for run in phases.values():
+            run()
+    keys = list(runners)
+    for round_index in range(args.rounds):
+        for key in keys if round_index % 2 == 0 else reversed(keys):  # no first-mover bias
+            for phase, run in runners[key].items():
+                times[key][phase] += time_call(run, 1)
+    matmul = max(matmul, matmul_flops_per_second())  # the better of two takes, before and after
+
+    median = {key: {phase: statistics.median(t) for phase, t in phases.items()} for key, phases in times.items()}
+    flops = next(model for (name, _), model in models.items() if name == "vanilla").flops_per_image()
+    result: dict[str, object] = {
+        "benchmark": "compile_precision",
+        "model": f"vit_{args.size}/{args.patch_size}",
+        "specialization": args.specialization,
+        "img_size": args.img_size,
+        "batch_size": args.batch_size,
+        "threads": torch.get_num_threads(),
+        "rounds": args.rounds,
+        "matmul_2048_gflops_per_s": matmul / 1e9,
+        "images_per_s": {
+            f"{name}_{mode}_{phase}": args.batch_size / seconds
+            for (name, mode), phases in median.items()
+            for phase, seconds in phases.items()
+        },
+        "time_ratio_specialized_vs_vanilla": {
+            f"{mode}_{phase}": median["specialized", mode][phase] / median["vanilla", mode][phase]
+            for mode in modes
+            for phase in median["vanilla", mode]
+        },
+        "speedup_vs_eager": {
+            f"{name}_{mode}_{phase}": median[name, "eager"][phase] / median[name, mode][phase]
+            for name in ("vanilla", "specialized")
+            for mode in modes
+            for phase in median[name, mode]
+            if mode != "eager" and "eager" in modes and phase in median[name, "eager"]
+        },
+        "forward_flops_vs_matmul": {
+            f"{name}_{mode}": flops * args.batch_size / median[name, mode]["forward"] / matmul
+            for name in ("vanilla", "specialized")
+            for mode in ("eager", "compiled")
+            if mode in modes
+        },
+    }
+
+    memory_images = torch.randn(args.memory_batch_size, 3, args.img_size, args.img_size)
+    peaks, above_resident = {}, {}
+    for name in ("vanilla", "specialized"):
+        model = SIZES[args.size](
+            patch_size=args.patch_size, img_size=args.img_size,
+            specialization="vanilla" if name == "vanilla" else args.specialization, num_registers=args.num_registers,
+        )  # fmt: skip
+        _, train_step = make_steps(model, memory_images)
+        for checkpointing in (False, True):
+            run = in_mode(train_step, False, checkpointing, model)
+            run()  # gradients and AdamW state exist from here on, as in a running training
+            key = f"{name}_{'checkpointing' if checkpointing else 'plain'}"
+            peak, resident = peak_memory_bytes(run)
+            peaks[key], above_resident[key] = peak, peak - resident
+    result["memory_batch_size"] = args.memory_batch_size
+    result["peak_memory_mib"] = {key: value / 2**20 for key, value in peaks.items()}
+    result["peak_memory_ratio_specialized_vs_vanilla"] = {
+        kind: peaks[f"specialized_{kind}"] / peaks[f"vanilla_{kind}"] for kind in ("plain", "checkpointing")
+    }
+    # The step's own working memory (activations, temporaries, new gradients), without the
+    # resident state whose size follows the parameter count (+8.3 % parameters for `paper`).
+    result["peak_above_resident_mib"] = {key: value / 2**20 for key, value in above_resident.items()}
+    result["peak_above_resident_ratio_specialized_vs_vanilla"] = {
+        kind: above_resident[f"specialized_{kind}"] / above_resident[f"vanilla_{kind}"]
+        for kind in ("plain", "checkpointing")
+    }
+    result["checkpointing_memory_saving"] = {
+        name: 1 - peaks[f"{name}_checkpointing"] / peaks[f"{name}_plain"] for name in ("vanilla", "specialized")
+    }
+
+    speedups, flops_ratios = result["speedup_vs_eager"], result["forward_flops_vs_matmul"]
+    targets = {
+        "specialized_vs_vanilla<=1.02_every_mode": all(
+            r <= 1.02 for r in result["time_ratio_specialized_vs_vanilla"].values()
+        ),
+        "peak_memory_specialized_vs_vanilla<=1.02": all(
+            r <= 1.02 for r in result["peak_memory_ratio_specialized_vs_vanilla"].values()
+        ),
+    }
+    for name in ("vanilla", "specialized"):
+        if f"{name}_compiled_train_step" in speedups:
+            targets[f"{name}_compiled_train_step>=1.05x_eager"] = speedups[f"{name}_compiled_train_step"] >= 1.05
+        for mode, threshold in (("eager", 0.75), ("compiled", 0.85)):
+            if f"{name}_{mode}" in flops_ratios:
+                targets[f"{name}_{mode}_forward_flops_vs_matmul>={threshold}"] = (
+                    flops_ratios[f"{name}_{mode}"] >= threshold
+                )
+    result["targets"] = targets
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
