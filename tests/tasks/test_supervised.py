@@ -9,7 +9,8 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from clsvit_lightning.cli import run
 from clsvit_lightning.models import VisionTransformer, load_pretrained
-from clsvit_lightning.tasks.supervised import DeiT3Supervised, Lamb
+from clsvit_lightning.tasks.supervised import DeiT3Supervised
+from clsvit_lightning.training.lamb import Lamb
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
