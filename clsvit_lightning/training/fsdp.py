@@ -71,9 +71,11 @@ class BlockFSDPStrategy(FSDPStrategy):
         # student parameter and its EMA-teacher twin are sharded alike on every rank, so the
         # teacher update stays a per-parameter lerp of local shards (in a sharded root, the student's
         # and the teacher's leftovers would fall on different ranks).
-        kwargs.setdefault("auto_wrap_policy", block_wrap_policy(sharding_strategy))
-        if activation_checkpointing:
-            kwargs.setdefault("activation_checkpointing_policy", {Block})
+        # `is None` rather than setdefault: the CLI passes every FSDPStrategy argument, unset ones as None.
+        if kwargs.get("auto_wrap_policy") is None:
+            kwargs["auto_wrap_policy"] = block_wrap_policy(sharding_strategy)
+        if activation_checkpointing and kwargs.get("activation_checkpointing_policy") is None:
+            kwargs["activation_checkpointing_policy"] = {Block}
         super().__init__(sharding_strategy="NO_SHARD", **kwargs)
 
     def _setup_model(self, model: nn.Module) -> nn.Module:
