@@ -5,7 +5,8 @@
 Prints one JSON object. Everything is measured in this process, with the variants interleaved
 round by round so that drifts of the machine hit them alike; medians over the rounds are used.
 Targets (issue 2, 2-core CPU): specialized / vanilla time <= 1.02 for the forward and for the
-train step; forward FLOP/s >= 0.6 x the FLOP/s of a 2048x2048 fp32 matmul.
+train step; forward FLOP/s >= 0.6 x the FLOP/s of a 2048x2048 fp32 matmul (issue 10: >= 0.75).
+Compiled, bf16 and activation-checkpointed variants, and peak memory: ``compile_precision.py``.
 """
 
 from __future__ import annotations
@@ -121,6 +122,7 @@ def main() -> None:
         "time_ratio_forward<=1.02": result["time_ratio_forward"] <= 1.02,
         "time_ratio_train_step<=1.02": result["time_ratio_train_step"] <= 1.02,
         "forward_flops_vs_matmul>=0.6": result["forward_flops_vs_matmul"] >= 0.6,
+        "forward_flops_vs_matmul>=0.75": result["forward_flops_vs_matmul"] >= 0.75,
     }
     print(json.dumps(result, indent=2))
 
