@@ -54,6 +54,7 @@ def make_steps(model: torch.nn.Module, images: torch.Tensor):
         loss.backward()
         optimizer.step()
 
+    train_step.optimizer = optimizer  # for memory accounting (compile_precision.py)
     return forward, train_step
 
 
