@@ -1,0 +1,241 @@
+"""GPU-hours of every run in experiments/paper/rows.yaml, from FLOPs (no GPU was available to measure).
+
+    .venv/bin/python experiments/paper/compute_estimate.py [--format markdown|json] [--gpu a100|h100] [--mfu 0.4]
+
+GPU-hours = images processed x training FLOPs per image / (peak bf16 FLOP/s x MFU) / 3600, where
+
+* images: ``max_epochs`` x the training-set size. The framework's epochs are Lightning epochs (one pass
+  over the dataset), not DINOv2's fixed 1250-iteration epochs; on ImageNet-1k at a global batch of
+  1024 the two agree within 0.1 % (1250 x 1024 = 1,280,000 vs 1,281,167 images). Pretraining data is
+  ImageNet-1k (the configs' ImageFolder layout; the paper's data is not known).
+* FLOPs per image: the backbone's forward FLOPs (``VisionTransformer.flops_per_image``, the same count as
+  ``clsvit summary``: matmuls, convolutions, attention) at each crop size, plus the projection heads.
+  DINOv2: student on 2 global + n local crops, forward + backward = 3 x forward; EMA teacher forward on
+  the 2 global crops; DINO head on every crop's [CLS], iBOT head on the expected masked patches
+  (mask_sample_probability x mean(mask_ratio_range) of the global-crop patches), for student and teacher.
+  DeiT III: 3 x forward at the training crop plus the classifier. Optimizer, norms, losses, data
+  loading and communication are not counted; MFU absorbs them.
+* Evaluations (frozen backbone, forward only): the probe's training images x forward FLOPs at the crop,
+  plus validation (every val_check_interval) with sliding windows, TTA scales and flips on images of a
+  typical size per dataset (stated in DATASETS below).
+
+The MFU is an assumption, not a measurement: 40 % is typical of well-tuned bf16 ViT-B/L training with
+fused attention; small models (ViT-S, 96-px local crops) usually reach less. Measure on your GPU with
+experiments/benchmarks/backbone.py / pretrain_step.py and pass --mfu.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import math
+from pathlib import Path
+
+import torch
+import yaml
+from torch.utils.flop_counter import FlopCounterMode
+
+from clsvit_lightning.models import VisionTransformer
+from clsvit_lightning.models.dino_head import DINOHead
+
+ROOT = Path(__file__).resolve().parents[2]
+ROWS = ROOT / "experiments/paper/rows.yaml"
+# Dense bf16 tensor-core peaks (no sparsity) from the vendors' data sheets: A100 SXM 312, H100 SXM 989 TFLOP/s.
+PEAK_FLOPS = {"a100": 312e12, "h100": 989e12}
+# Dataset sizes (the public splits) and, for the sliding-window cost, a typical evaluation image (h, w).
+DATASETS = {
+    "imagenet": {"train": 1_281_167, "val": 50_000, "image": (224, 224)},
+    "ade20k": {"train": 20_210, "val": 2_000, "image": (512, 683)},  # short side resized to 512, 4:3
+    "voc2012": {"train": 1_464, "val": 1_449, "image": (512, 683)},
+    "cityscapes": {"train": 2_975, "val": 500, "image": (1024, 2048)},
+    "nyu": {"train": 24_231, "val": 654, "image": (480, 640)},
+}
+GPUS_PER_NODE = 8
+DINOV2_SBATCH_GPUS = 16  # experiments/slurm/pretrain.sbatch: --nodes=2 x --gpus-per-node=8
+
+
+def deep_merge(base: dict, overlay: dict) -> dict:
+    out = dict(base)
+    for key, value in overlay.items():
+        out[key] = deep_merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def load_configs(paths: list[str]) -> dict:
+    config: dict = {}
+    for path in paths:
+        config = deep_merge(config, yaml.safe_load((ROOT / path).read_text()) or {})
+    return config
+
+
+def backbone(config: dict) -> VisionTransformer:
+    args = config["model"]["init_args"]["backbone"]["init_args"]
+    with torch.device("meta"):
+        return VisionTransformer(**args)
+
+
+def forward_flops(model: VisionTransformer, height: int, width: int | None = None) -> float:
+    """Forward FLOPs at ``height x width``, padded up to a multiple of the patch (as DINOv2 centre-pads)."""
+    patch = model.patch_size
+    pad = lambda side: patch * math.ceil(side / patch)  # noqa: E731
+    return _cached_flops(json.dumps(model.config, sort_keys=True, default=str), pad(height), pad(width or height))
+
+
+@functools.cache
+def _cached_flops(config: str, height: int, width: int) -> float:
+    # Runs share architectures and crop sizes; counting each once keeps the script to seconds.
+    with torch.device("meta"):
+        model = VisionTransformer(**json.loads(config))
+    return float(model.flops_per_image((height, width)))
+
+
+@functools.cache
+def head_flops_per_token(embed_dim: int, prototypes: int, hidden: int, bottleneck: int) -> float:
+    with torch.device("meta"):
+        head = DINOHead(embed_dim, prototypes, hidden, bottleneck)
+        tokens = torch.empty(1, embed_dim)
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        head(tokens)
+    return float(counter.get_total_flops())
+
+
+def dinov2_flops_per_image(config: dict) -> float:
+    model, data, task = backbone(config), config["data"]["init_args"], config["model"]["init_args"]
+    crop, local = data["crop_size"], data["local_crop_size"]
+    global_fwd, local_fwd = forward_flops(model, crop), forward_flops(model, local)
+    num_local = data["num_local_crops"]
+    patches = (crop // model.patch_size) ** 2
+    masked = data["mask_sample_probability"] * sum(data["mask_ratio_range"]) / 2 * patches * 2  # 2 global crops
+    dino = head_flops_per_token(
+        model.embed_dim, task["num_prototypes"], task["head_hidden_dim"], task["head_bottleneck_dim"]
+    )
+    ibot = head_flops_per_token(
+        model.embed_dim,
+        task["ibot_num_prototypes"] if task["separate_ibot_head"] else task["num_prototypes"],
+        task["head_hidden_dim"],
+        task["head_bottleneck_dim"],
+    )
+    student = 2 * global_fwd + num_local * local_fwd + (2 + num_local) * dino + masked * ibot
+    teacher = 2 * global_fwd + 2 * dino + masked * ibot
+    return 3 * student + teacher
+
+
+def deit3_flops_per_image(config: dict) -> float:
+    model, task = backbone(config), config["model"]["init_args"]
+    return 3 * (
+        forward_flops(model, config["data"]["init_args"]["crop_size"]) + 2 * model.embed_dim * task["num_classes"]
+    )
+
+
+def windows(height: int, width: int, crop: int, stride: int) -> int:
+    count = lambda side: 1 if side <= crop else math.ceil((side - crop) / stride) + 1  # noqa: E731
+    return count(height) * count(width)
+
+
+def evaluation_flops(evaluation: dict, model: VisionTransformer) -> float:
+    """Forward FLOPs of one evaluation of a frozen backbone (probe training + its validations)."""
+    config = load_configs(evaluation["configs"])
+    trainer, task, data = config["trainer"], config["model"]["init_args"], config["data"]["init_args"]
+    kind = data.get("dataset", "nyu" if "DepthDataModule" in config["data"]["class_path"] else "imagenet")
+    sizes = DATASETS[kind]
+    if kind == "imagenet":  # k-NN: one pass over train (memory bank) and val; linear: max_epochs of both
+        crop = data["crop_size"]
+        passes = trainer.get("max_epochs", 1) if evaluation["command"] == "fit" else 1
+        return passes * (sizes["train"] + sizes["val"]) * forward_flops(model, crop)
+    crop = data["crop_size"]
+    height, width = (crop, crop) if isinstance(crop, int) else crop
+    train = trainer["max_steps"] * data["batch_size"] * forward_flops(model, height, width)
+    evaluations = trainer["max_steps"] // trainer["val_check_interval"]
+    image_h, image_w = sizes["image"]
+    per_image = 0.0
+    if task.get("inference") == "slide":
+        base = task.get("test_short_side", image_h) / image_h
+        for scale in task.get("tta_scales", [1.0]):
+            h, w = round(image_h * base * scale), round(image_w * base * scale)
+            per_image += windows(h, w, task["crop_size"], task["stride"]) * forward_flops(model, task["crop_size"])
+    else:  # whole image at once
+        per_image = forward_flops(model, image_h, image_w)
+    per_image *= 2 if task.get("tta_flip") else 1
+    return train + evaluations * sizes["val"] * per_image
+
+
+def estimate(gpu: str, mfu: float) -> dict:
+    spec = yaml.safe_load(ROWS.read_text())
+    rate = PEAK_FLOPS[gpu] * mfu
+    runs = {}
+    for name, run in spec["runs"].items():
+        recipe = spec["recipes"][run["recipe"]]
+        config = load_configs([recipe["base_config"], *run["pretrain"]])
+        model = backbone(config)
+        epochs = config["trainer"]["max_epochs"]
+        images = epochs * DATASETS["imagenet"]["train"]
+        if run["recipe"] == "dinov2":
+            per_image, gpus = dinov2_flops_per_image(config), DINOV2_SBATCH_GPUS
+        else:
+            per_image, gpus = deit3_flops_per_image(config), config["trainer"].get("num_nodes", 1) * GPUS_PER_NODE
+        global_batch = gpus * config["data"]["init_args"]["batch_size"]
+        evals = {key: evaluation_flops(value, model) / rate / 3600 for key, value in spec["evaluations"].items()}
+        runs[name] = {
+            "recipe": run["recipe"],
+            "params_M": model.parameter_count().total / 1e6,
+            "overhead_pct": 100 * model.parameter_count().overhead,
+            "epochs": epochs,
+            "global_batch": global_batch,
+            "iterations": epochs * (DATASETS["imagenet"]["train"] // global_batch),
+            "train_gflops_per_image": per_image / 1e9,
+            "pretrain_gpu_hours": images * per_image / rate / 3600,
+            "eval_gpu_hours": evals,
+        }
+    return {"gpu": gpu, "mfu": mfu, "sustained_tflops": rate / 1e12, "runs": runs}
+
+
+def markdown(result: dict) -> str:
+    spec = yaml.safe_load(ROWS.read_text())
+    lines = [
+        f"GPU-hours on {result['gpu'].upper()} at {100 * result['mfu']:.0f} % MFU "
+        f"({result['sustained_tflops']:.0f} TFLOP/s sustained); computed by experiments/paper/compute_estimate.py.",
+        "",
+        "| run | params (M) | overhead | epochs | global batch | iterations | train GFLOPs/img | pretrain GPU-h | "
+        "eval GPU-h (ablation set / full set) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    evaluation_sets = {row["run"]: set() for row in spec["rows"]}
+    for row in spec["rows"]:  # a run read by a main-table row and by ablation rows gets the full set once
+        evaluation_sets[row["run"]] |= set(spec["evaluation_sets"][row["evaluations"]])
+    total_pretrain = sum(r["pretrain_gpu_hours"] for r in result["runs"].values())
+    total_eval = sum(
+        sum(result["runs"][run]["eval_gpu_hours"][e] for e in evaluations)
+        for run, evaluations in evaluation_sets.items()
+    )
+    for name, r in result["runs"].items():
+        ablation = sum(r["eval_gpu_hours"][e] for e in spec["evaluation_sets"]["ablation"])
+        full = sum(r["eval_gpu_hours"][e] for e in spec["evaluation_sets"]["full"])
+        lines.append(
+            f"| `{name}` | {r['params_M']:.1f} | +{r['overhead_pct']:.2f} % | {r['epochs']} | {r['global_batch']} | "
+            f"{r['iterations']:,} | {r['train_gflops_per_image']:.0f} | {r['pretrain_gpu_hours']:,.0f} | "
+            f"{ablation:,.1f} / {full:,.1f} |"
+        )
+    lines += [
+        "",
+        f"All {len(result['runs'])} runs once: {total_pretrain:,.0f} GPU-h of pretraining + {total_eval:,.0f} GPU-h "
+        "of the evaluations their rows ask for.",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--format", choices=["markdown", "json"], default="markdown")
+    parser.add_argument("--gpu", choices=sorted(PEAK_FLOPS), default="a100")
+    parser.add_argument("--mfu", type=float, default=0.4, help="model FLOP utilisation, an assumption")
+    args = parser.parse_args(argv)
+    if not 0 < args.mfu <= 1:
+        parser.error(f"--mfu {args.mfu}: expected a fraction in (0, 1]")
+    result = estimate(args.gpu, args.mfu)
+    print(markdown(result) if args.format == "markdown" else json.dumps(result, indent=2))
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,47 @@
+"""The FLOP-based compute estimate: its pieces against hand counts, on the meta device (no training)."""
+
+import pytest
+
+from tests.experiments.conftest import load_script
+
+ESTIMATE = load_script("experiments/paper/compute_estimate.py")
+
+
+def test_deep_merge_overlays_nested_keys_only():
+    base = {"model": {"init_args": {"a": 1, "b": {"c": 2}}}, "x": [1]}
+    merged = ESTIMATE.deep_merge(base, {"model": {"init_args": {"b": {"c": 3}}}, "x": [2]})
+    assert merged == {"model": {"init_args": {"a": 1, "b": {"c": 3}}}, "x": [2]}
+    assert base["model"]["init_args"]["b"]["c"] == 2  # the base is not modified
+
+
+def test_sliding_windows_count():
+    assert ESTIMATE.windows(512, 683, 512, 341) == 2  # (683 - 512) / 341 -> one more window
+    assert ESTIMATE.windows(512, 512, 512, 341) == 1
+    assert ESTIMATE.windows(300, 300, 512, 341) == 1  # smaller than the crop: one (padded) window
+    assert ESTIMATE.windows(1024, 2048, 512, 341) == 3 * 6
+
+
+def test_head_flops_match_the_mlp_dimensions():
+    # 2 FLOPs per multiply-add: d*h + h*h + h*b + b*K for the three-layer head and the prototypes.
+    assert ESTIMATE.head_flops_per_token(8, 32, 16, 4) == pytest.approx(2 * (8 * 16 + 16 * 16 + 16 * 4 + 4 * 32))
+
+
+def test_dinov2_training_flops_exceed_three_student_forwards_plus_teacher():
+    config = ESTIMATE.load_configs(["configs/pretrain/dinov2.yaml", "configs/pretrain/vits16_vanilla.yaml"])
+    model = ESTIMATE.backbone(config)
+    global_crop, local_crop = ESTIMATE.forward_flops(model, 224), ESTIMATE.forward_flops(model, 96)
+    backbone_only = 3 * (2 * global_crop + 8 * local_crop) + 2 * global_crop
+    total = ESTIMATE.dinov2_flops_per_image(config)
+    assert backbone_only < total < 1.5 * backbone_only  # heads add a fraction, not a multiple
+
+
+def test_specialization_does_not_change_flops():
+    paper = ESTIMATE.load_configs(["configs/pretrain/dinov2.yaml", "configs/pretrain/vits16_paper.yaml"])
+    vanilla = ESTIMATE.load_configs(["configs/pretrain/dinov2.yaml", "configs/pretrain/vits16_vanilla.yaml"])
+    assert ESTIMATE.dinov2_flops_per_image(paper) == ESTIMATE.dinov2_flops_per_image(vanilla)
+
+
+def test_bad_mfu_is_rejected(capsys):
+    with pytest.raises(SystemExit):
+        ESTIMATE.main(["--mfu", "1.5"])
+    assert "--mfu 1.5" in capsys.readouterr().err
