@@ -15,6 +15,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 from lightning.pytorch import LightningModule
+from lightning.pytorch.strategies import FSDPStrategy
 from torch import Tensor, nn
 
 from clsvit_lightning.data.transforms.tensors import normalize_on_device
@@ -23,6 +24,8 @@ from clsvit_lightning.losses.ibot_patch_loss import masks_weight_from_masks
 from clsvit_lightning.models.dino_head import DINOHead
 from clsvit_lightning.models.vision_transformer import VisionTransformer
 from clsvit_lightning.training.compile import compile_blocks
+from clsvit_lightning.training.fsdp import clip_grad_norm_ as fsdp_clip_grad_norm_
+from clsvit_lightning.training.fsdp import sharded_parameter_ids
 from clsvit_lightning.training.param_groups import build_param_groups
 from clsvit_lightning.training.rng_state import restore_rng_states, save_rng_states
 from clsvit_lightning.training.schedules import (
@@ -209,8 +212,14 @@ class DINOv2Pretraining(LightningModule):
 
     def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:  # noqa: ANN001
         # DINOv2 clips each student submodule (backbone, heads) separately, to norm 3.0.
-        if self.hparams.clip_grad:
-            for module in self.student.values():
+        if not self.hparams.clip_grad:
+            return
+        # Under FSDP a rank holds shards of some gradients: their norms must be summed over ranks.
+        sharded = sharded_parameter_ids(self.trainer.model) if isinstance(self.trainer.strategy, FSDPStrategy) else ()
+        for module in self.student.values():
+            if sharded:
+                fsdp_clip_grad_norm_(module.parameters(), self.hparams.clip_grad, sharded)
+            else:
                 nn.utils.clip_grad_norm_(module.parameters(), self.hparams.clip_grad)
 
     # --------------------------------------------------------------- the step

@@ -66,11 +66,6 @@ def test_shard_aware_clipping_under_fsdp_matches_ddp(runs):
     assert_same_step(runs["fsdp_clipped_sharded"], runs["ddp_clipped"])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="DINOv2Pretraining.configure_gradient_clipping calls nn.utils.clip_grad_norm_, which under FSDP "
-    "sees only this rank's shards: each rank clips with its own norm (use training.fsdp.clip_grad_norm_)",
-)
 def test_task_clipping_under_fsdp_clips_to_the_global_norm(runs):
     torch.testing.assert_close(
         runs["fsdp_clipped_task"]["clipped_grad_norm"], runs["ddp_clipped"]["clipped_grad_norm"], rtol=1e-5, atol=0
