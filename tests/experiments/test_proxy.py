@@ -5,10 +5,10 @@ import json
 import pytest
 
 from clsvit_lightning.study.pipeline import RunResult
-from clsvit_lightning.study.proxy import NORMS_ONLY, paired_differences, parse_args, run_proxy
+from clsvit_lightning.study.proxy import NORMS_LS, paired_differences, parse_args, run_proxy
 
 # Made-up scores of a fake pipeline (not measurements): paper is 1 mIoU point above vanilla on every seed.
-MIOU = {"vanilla": 0.30, "paper": 0.31, NORMS_ONLY: 0.30}
+MIOU = {"vanilla": 0.30, "paper": 0.31, NORMS_LS: 0.30}
 
 
 def fake_result(spec: str, seed: int) -> RunResult:
@@ -35,7 +35,7 @@ def make_fake(calls):
 
 def test_defaults_are_three_seeds_three_specs_under_outputs_proxy():
     args, settings = parse_args([])
-    assert args.seeds == [0, 1, 2] and args.specializations == ["vanilla", "paper", NORMS_ONLY]
+    assert args.seeds == [0, 1, 2] and args.specializations == ["vanilla", "paper", NORMS_LS]
     assert settings.out == "outputs/proxy" and settings.data_root == "outputs/proxy/data"
 
 
@@ -67,7 +67,7 @@ def test_run_proxy_runs_seed_major_and_writes_the_report(tmp_path):
     calls = []
     out = tmp_path / "proxy"
     results, report = run_proxy(["--seeds", "0", "1", "--out", str(out)], run_one=make_fake(calls))
-    assert calls == [(s, seed) for seed in (0, 1) for s in ("vanilla", "paper", NORMS_ONLY)]
+    assert calls == [(s, seed) for seed in (0, 1) for s in ("vanilla", "paper", NORMS_LS)]
     assert len(results) == 6 and report == out / "report.md"
     text = report.read_text()
     assert "| `paper` | 2 | 0.00 M | +8.00 % |" in text  # the study table (mean ± std over seeds)
@@ -76,5 +76,5 @@ def test_run_proxy_runs_seed_major_and_writes_the_report(tmp_path):
     saved = json.loads((out / "results.json").read_text())
     assert [r["seed"] for r in saved] == [0, 0, 0, 1, 1, 1]
     assert set(json.loads((out / "timings.json").read_text())) == {
-        f"{s}|seed{seed}" for seed in (0, 1) for s in ("vanilla", "paper", NORMS_ONLY)
+        f"{s}|seed{seed}" for seed in (0, 1) for s in ("vanilla", "paper", NORMS_LS)
     }
