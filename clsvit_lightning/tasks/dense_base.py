@@ -111,3 +111,16 @@ class DenseTask(LightningModule):
         positions = torch.arange(batch_size) + batch_idx * loader.batch_size
         mask = distributed_padding_mask(positions, len(sampler.dataset), sampler.num_replicas, sampler.rank)
         return mask if mask.any() else None
+
+    # Validation and test share one evaluation; each task defines `validation_step` and `_end_evaluation`.
+    def test_step(self, batch: dict[str, Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
+        self.validation_step(batch, batch_idx, dataloader_idx)
+
+    def on_validation_epoch_end(self) -> None:
+        self._end_evaluation("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._end_evaluation("test")
+
+    def _end_evaluation(self, stage: str) -> None:
+        raise NotImplementedError

@@ -130,15 +130,6 @@ class MonocularDepth(DenseTask):
             valid = valid & ~padded.to(valid.device)[:, None, None]
         self.metrics.update(self.predict_depth(images), target, valid)
 
-    def test_step(self, batch: dict[str, Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
-        self.validation_step(batch, batch_idx, dataloader_idx)
-
-    def on_validation_epoch_end(self) -> None:
-        self._end_evaluation("val")
-
-    def on_test_epoch_end(self) -> None:
-        self._end_evaluation("test")
-
     def _end_evaluation(self, stage: str) -> None:
         scores = self.metrics.compute()  # synced over ranks
         self.metrics.reset()

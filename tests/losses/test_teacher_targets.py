@@ -227,7 +227,7 @@ def distributed_run(tmp_path_factory):
     }
     run_dir = tmp_path_factory.mktemp("gloo")
     mp.spawn(_distributed_worker, args=(run_dir / "init", inputs, run_dir), nprocs=WORLD_SIZE, join=True)
-    per_rank = [torch.load(run_dir / f"rank{rank}.pt") for rank in range(WORLD_SIZE)]
+    per_rank = [torch.load(run_dir / f"rank{rank}.pt", weights_only=True) for rank in range(WORLD_SIZE)]
     return inputs, per_rank
 
 
