@@ -215,7 +215,9 @@ class DINOv2Pretraining(LightningModule):
         if not self.hparams.clip_grad:
             return
         # Under FSDP a rank holds shards of some gradients: their norms must be summed over ranks.
-        sharded = sharded_parameter_ids(self.trainer.model) if isinstance(self.trainer.strategy, FSDPStrategy) else ()
+        trainer = self._trainer  # None when the step is driven by hand (benchmarks)
+        fsdp = trainer is not None and isinstance(trainer.strategy, FSDPStrategy)
+        sharded = sharded_parameter_ids(trainer.model) if fsdp else ()
         for module in self.student.values():
             if sharded:
                 fsdp_clip_grad_norm_(module.parameters(), self.hparams.clip_grad, sharded)
