@@ -8,9 +8,11 @@ ImageNet average size) and a 683x512 image + mask (ADE20K's typical size).
 
 - ``decode``: JPEG bytes -> RGB uint8 (``data/io.py``).
 - ``multicrop_augment``: decoded image -> 2 x 224 + 8 x 96 uint8 crops (``MultiCropTransform``).
-- ``multicrop_pipeline``: augmentation + the batch collate (normalisation, iBOT masks), per sample.
-- ``multicrop_pipeline_uint8``: the same with uint8 batches (``normalize_on_device=True``): the
-  normalisation then runs on the accelerator, inside ``on_after_batch_transfer``.
+- ``multicrop_pipeline``: augmentation + the batch collate (iBOT masks, uint8 crop stacks) per
+  sample, as ``configs/pretrain/dinov2.yaml`` runs it (``normalize_on_device: true``: the module
+  normalises the batch on its device, inside ``on_after_batch_transfer``).
+- ``multicrop_pipeline_float``: the same with the normalisation in the collate (float batches;
+  ``normalize_on_device: false``, the DataModule's default).
 - ``multicrop_end_to_end``: decode + ``multicrop_pipeline``: what one loader worker sustains.
 - ``multicrop_baseline``: the straightforward albumentations recipe (``A.Normalize`` + ``ToTensorV2``
   inside each crop's ``Compose``, then ``torch.stack``; decode excluded, no masks) in the same run.
@@ -66,9 +68,9 @@ def main() -> None:
     cv2.setNumThreads(1)
     path, photo, seg_image, seg_mask = test_inputs()
     multicrop = MultiCropTransform()
-    collate = MultiCropCollate(224, 16)
-    # ImageNetDataModule(normalize_on_device=True): uint8 batches, normalised by the module on the GPU.
-    collate_uint8 = MultiCropCollate(224, 16, normalize=False)
+    # configs/pretrain/dinov2.yaml: uint8 batches, normalised by the module on its device.
+    collate = MultiCropCollate(224, 16, normalize=False)
+    collate_float = MultiCropCollate(224, 16, normalize=True)
     baseline = baseline_multicrop()
     segmentation = segmentation_train_transform()
 
@@ -102,7 +104,7 @@ def main() -> None:
         "decode": decode,
         "multicrop_augment": multicrop_augment,
         "multicrop_pipeline": lambda: pipeline(lambda: photo),
-        "multicrop_pipeline_uint8": lambda: pipeline(lambda: photo, collate_uint8),
+        "multicrop_pipeline_float": lambda: pipeline(lambda: photo, collate_float),
         "multicrop_end_to_end": lambda: pipeline(lambda: read_rgb(path)),
         "multicrop_baseline": multicrop_baseline,
         "segmentation_train": segmentation_train,
@@ -125,6 +127,7 @@ def main() -> None:
             rates["multicrop_pipeline_per_core"] / rates["multicrop_baseline_per_core"], 2
         ),
         "target_multicrop_per_core": 250,
+        "multicrop_target_met": rates["multicrop_pipeline_per_core"] >= 250,
     }
     print(json.dumps(result, indent=2))
 
