@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from clsvit_lightning.evaluation.sliding_window import bilinear_matrix
 from clsvit_lightning.models.vision_transformer import VisionTransformer
 
 
@@ -153,7 +154,11 @@ class DepthBinsHead(nn.Module):
 
 
 class DensePredictor(nn.Module):
-    """Features + head with padding handled: ``[B, 3, H, W] -> [B, K, H, W]`` for any ``H, W``."""
+    """Features + head with padding handled: ``[B, 3, H, W] -> [B, K, H, W]`` for any ``H, W``.
+
+    :meth:`low_resolution` gives the same outputs before the final bilinear resize, with that resize
+    as two matrices, for :func:`~clsvit_lightning.evaluation.sliding_window.separable_slide_inference`.
+    """
 
     def __init__(self, features: DenseFeatures, head: nn.Module) -> None:
         super().__init__()
@@ -165,3 +170,12 @@ class DensePredictor(nn.Module):
         outputs = self.head(self.features(padded))  # [B, K, h, w] at patch (or ×upsample) resolution
         outputs = F.interpolate(outputs, size=padded.shape[-2:], mode="bilinear", align_corners=False)
         return outputs[:, :, top : top + height, left : left + width]  # [B, K, H, W]
+
+    def low_resolution(self, images: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """``(outputs [B, K, h, w], rows [H, h], cols [W, w])`` with ``forward(images) == rows @ outputs @ cols.T``."""
+        height, width = images.shape[-2:]
+        padded, (top, _, left, _) = center_pad(images, self.features.patch_size)
+        outputs = self.head(self.features(padded))  # [B, K, h, w]
+        rows = bilinear_matrix(padded.shape[-2], outputs.shape[-2], outputs.device)[top : top + height]
+        cols = bilinear_matrix(padded.shape[-1], outputs.shape[-1], outputs.device)[left : left + width]
+        return outputs, rows, cols

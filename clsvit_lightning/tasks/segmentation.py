@@ -126,9 +126,7 @@ class SemanticSegmentation(DenseTask):
     @torch.no_grad()
     def predict_labels(self, images: Tensor) -> Tensor:
         """Class ids ``[B, H, W]`` with the configured inference and TTA."""
-        single_view = list(self.hparams.tta_scales) == [1.0] and not self.hparams.tta_flip
-        # One view: softmax is monotone, skip it (one full-resolution [B, K, H, W] pass less).
-        return self._tta(images, "values" if single_view else "probabilities").argmax(dim=1)
+        return self._tta(images, "labels")
 
     def _tta(self, images: Tensor, output: str) -> Tensor:
         hp = self.hparams

@@ -5,8 +5,9 @@
 Prints one JSON object, all measured in this process with the variants interleaved (issue 5):
 * ``train_images_per_s``: a linear-probe step (frozen backbone forward, head forward/backward,
   AdamW step) on 512 px crops with 150 classes;
-* ``eval_images_per_s``: sliding-window inference (crop 512, stride 341) of 512 x 683 images,
-  logits upsampled to the full image, as the ADE20K protocol evaluates;
+* ``eval_images_per_s``: the evaluation step's prediction, ``SemanticSegmentation.predict_labels``:
+  sliding-window inference (crop 512, stride 341) of 512 x 683 images, window logits upsampled to
+  the full image and averaged, then the per-pixel argmax, as the ADE20K protocol evaluates;
 * ``time_ratio_*``: `paper` / vanilla (target <= 1.02);
 * ``eval_share_outside_backbone``: 1 - (backbone time / eval time) (target <= 10 %), where the
   backbone time is the frozen feature extraction of the same windows.
@@ -22,7 +23,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from clsvit_lightning.evaluation.sliding_window import infer, window_starts
+from clsvit_lightning.evaluation.sliding_window import window_starts
 from clsvit_lightning.models import vit_small
 from clsvit_lightning.tasks.segmentation import SemanticSegmentation
 
@@ -39,7 +40,9 @@ def stride(crop: int) -> int:
 
 def make_module(specialization: str, img_size: int) -> SemanticSegmentation:
     backbone = vit_small(patch_size=16, img_size=img_size, specialization=specialization)
-    module = SemanticSegmentation(backbone, num_classes=150, mode="linear", crop_size=img_size, stride=stride(img_size))
+    module = SemanticSegmentation(
+        backbone, num_classes=150, mode="linear", inference="slide", crop_size=img_size, stride=stride(img_size)
+    )
     module.optimizer = torch.optim.AdamW(module.predictor.head.parameters(), lr=1e-3, weight_decay=1e-4)
     return module.train()
 
@@ -69,7 +72,7 @@ def main() -> None:
 
     @torch.no_grad()
     def evaluate(module: SemanticSegmentation) -> None:
-        infer(module.predictor, eval_images, "slide", args.img_size, stride(args.img_size))
+        module.predict_labels(eval_images)
 
     @torch.no_grad()
     def backbone_only(module: SemanticSegmentation) -> None:

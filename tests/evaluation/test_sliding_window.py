@@ -82,3 +82,76 @@ def test_short_side_resizes_relative_to_the_target_short_side():
             tta_inference(conv, images, short_side=32, scales=(0.5,)), tta_inference(conv, images)
         )
         assert tta_inference(conv, images, short_side=21).shape == (1, 5, 16, 24)  # back at the input size
+
+
+# ------------------------------------------------------------------ separable fast path
+from clsvit_lightning.evaluation.sliding_window import (  # noqa: E402
+    SeparablePredictor,
+    _row_chunks,
+    bilinear_matrix,
+    separable_slide_inference,
+)
+from clsvit_lightning.models import VisionTransformer  # noqa: E402
+from clsvit_lightning.tasks.dense_heads import BNConvHead, DenseFeatures, DensePredictor  # noqa: E402
+
+
+@pytest.mark.parametrize(("out_size", "in_size"), [(64, 4), (75, 5), (30, 30), (7, 12), (1, 3)])
+def test_bilinear_matrix_is_torch_interpolate(out_size, in_size):
+    x = torch.randn(2, 3, in_size, in_size + 2, dtype=torch.float64)
+    rows = bilinear_matrix(out_size, in_size).double()
+    cols = bilinear_matrix(out_size + 5, in_size + 2).double()
+    expected = F.interpolate(x, size=(out_size, out_size + 5), mode="bilinear", align_corners=False)
+    torch.testing.assert_close(rows @ x @ cols.T, expected)
+    torch.testing.assert_close(rows.sum(dim=1), torch.ones(out_size, dtype=torch.float64))
+
+
+def test_row_chunks_tile_the_height_and_respect_window_edges():
+    chunks = _row_chunks(20, [0, 12, 8, 20], max_rows=5)
+    assert chunks == [(0, 5), (5, 8), (8, 12), (12, 17), (17, 20)]
+
+
+@pytest.fixture(scope="module")
+def predictor():
+    torch.manual_seed(0)
+    backbone = VisionTransformer(img_size=32, patch_size=8, embed_dim=24, depth=2, num_heads=2)
+    features = DenseFeatures(backbone, [1])
+    head = BNConvHead(features.out_channels, 5)
+    with torch.no_grad():
+        head.bn.running_mean.normal_()
+        head.conv.weight.normal_()
+        head.conv.bias.normal_()
+    return DensePredictor(features, head).eval()
+
+
+def test_dense_predictor_low_resolution_reproduces_forward(predictor):
+    images = torch.randn(2, 3, 29, 43)  # sides not multiples of the patch: padded and cropped back
+    with torch.no_grad():
+        outputs, rows, cols = predictor.low_resolution(images)
+        resized = torch.einsum("yh,bkhw,xw->bkyx", rows, outputs, cols)
+        torch.testing.assert_close(resized, predictor(images))
+    assert isinstance(predictor, SeparablePredictor)
+
+
+@pytest.mark.parametrize(("crop", "stride"), [(24, 16), ((16, 24), (9, 11)), (64, 32)])
+def test_separable_sliding_window_equals_the_window_average(predictor, crop, stride):
+    images = torch.randn(2, 3, 37, 51)
+    generic = lambda windows: predictor(windows)  # noqa: E731 (hides low_resolution: the reference path)
+    with torch.no_grad():
+        reference = slide_inference(generic, images, crop, stride)
+        fast = slide_inference(predictor, images, crop, stride)
+        torch.testing.assert_close(fast, reference, rtol=1e-5, atol=1e-5)
+        crop2 = (crop, crop) if isinstance(crop, int) else crop
+        stride2 = (stride, stride) if isinstance(stride, int) else stride
+        for chunk_elements in (1, 1 << 20):  # one row at a time, or all at once
+            labels = separable_slide_inference(predictor, images, crop2, stride2, True, chunk_elements)
+            assert torch.equal(labels, reference.argmax(dim=1))
+        torch.testing.assert_close(infer(predictor, images), predictor(images), rtol=1e-5, atol=1e-5)
+
+
+def test_labels_output_is_the_argmax_of_every_tta_setting(predictor):
+    images = torch.randn(1, 3, 30, 40)
+    generic = lambda windows: predictor(windows)  # noqa: E731
+    with torch.no_grad():
+        for options in ({}, {"flip": True}, {"scales": (1.0, 1.25)}, {"short_side": 40}):
+            expected = tta_inference(generic, images, "slide", 24, 16, **options).argmax(dim=1)
+            assert torch.equal(tta_inference(predictor, images, "slide", 24, 16, output="labels", **options), expected)
