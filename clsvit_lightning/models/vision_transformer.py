@@ -167,7 +167,9 @@ class VisionTransformer(nn.Module):
             patches = torch.where(masks.unsqueeze(-1), self.mask_token.to(patches.dtype), patches)
         pos = self.interpolate_pos_encoding(height // self.patch_size, width // self.patch_size, patches.dtype)
         cls = (self.cls_token + pos[:, :1]).expand(batch, -1, -1)  # [B, 1, D]
-        patches = patches + pos[:, 1:]
+        # The conv's [B, D, h, w] output read as [B, N, D] is a transposed view; without the copy here
+        # every block would inherit that layout (strided residual adds, a copy in every norm).
+        patches = (patches + pos[:, 1:]).contiguous()
         if self.register_tokens is None:
             return cls, patches
         registers = self.register_tokens.expand(batch, -1, -1)  # [B, R, D]

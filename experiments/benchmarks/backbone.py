@@ -36,8 +36,10 @@ def matmul_flops_per_second(size: int = 2048, rounds: int = 10) -> float:
     return 2 * size**3 / statistics.median(time_call(lambda: a @ b, rounds))
 
 
-def make_steps(model: torch.nn.Module, images: torch.Tensor):
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+def make_steps(model: torch.nn.Module, images: torch.Tensor, keep_gradients: bool = False):
+    """(eval forward, train step); ``keep_gradients``: zero the gradients in place instead of freeing them."""
+    # Fused AdamW: no parameter-sized temporaries at the step (the pretraining task uses it too).
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
     # A fixed projection of both token groups: gradients flow to [CLS] and to the patches.
     target = torch.randn(model.embed_dim)
 
@@ -46,15 +48,25 @@ def make_steps(model: torch.nn.Module, images: torch.Tensor):
         with torch.no_grad():
             model.forward_features(images)
 
+    def forward_unfused() -> None:  # Block.fused_residual off: the plain residual branches, for comparison
+        for block in model.blocks:
+            block.fused_residual = False
+        try:
+            forward()
+        finally:
+            for block in model.blocks:
+                block.fused_residual = True
+
     def train_step() -> None:
         model.train()
         out = model.forward_features(images)
         loss = (out["x_norm_clstoken"] @ target).square().mean() + (out["x_norm_patchtokens"] @ target).square().mean()
-        optimizer.zero_grad(set_to_none=True)
+        optimizer.zero_grad(set_to_none=not keep_gradients)
         loss.backward()
         optimizer.step()
 
     train_step.optimizer = optimizer  # for memory accounting (compile_precision.py)
+    forward.unfused = forward_unfused
     return forward, train_step
 
 
@@ -82,7 +94,8 @@ def main() -> None:
         variants[name] = (model, *make_steps(model, images))
 
     matmul = matmul_flops_per_second()
-    times: dict[str, dict[str, list[float]]] = {name: {"forward": [], "train_step": []} for name in variants}
+    phases = ("forward", "forward_unfused", "train_step")
+    times: dict[str, dict[str, list[float]]] = {name: {phase: [] for phase in phases} for name in variants}
     for _, forward, train_step in variants.values():  # warm-up (allocator, oneDNN caches)
         forward()
         train_step()
@@ -91,6 +104,7 @@ def main() -> None:
         for name in order:
             _, forward, train_step = variants[name]
             times[name]["forward"] += time_call(forward, 1)
+            times[name]["forward_unfused"] += time_call(forward.unfused, 1)
             times[name]["train_step"] += time_call(train_step, 1)
     matmul = max(matmul, matmul_flops_per_second())  # the better of two takes, before and after
 
@@ -109,13 +123,17 @@ def main() -> None:
         "matmul_2048_gflops_per_s": matmul / 1e9,
     }
     for name in variants:
-        for phase in ("forward", "train_step"):
+        for phase in phases:
             median = statistics.median(times[name][phase])
             result[f"{name}_{phase}_images_per_s"] = args.batch_size / median
     for phase in ("forward", "train_step"):
         result[f"time_ratio_{phase}"] = statistics.median(times["specialized"][phase]) / statistics.median(
             times["vanilla"][phase]
         )
+    result["fused_residual_speedup_forward"] = {
+        name: statistics.median(times[name]["forward_unfused"]) / statistics.median(times[name]["forward"])
+        for name in variants
+    }
     forward_flops_per_s = flops * args.batch_size / statistics.median(times["vanilla"]["forward"])
     result["forward_gflops_per_s"] = forward_flops_per_s / 1e9
     result["forward_flops_vs_matmul"] = forward_flops_per_s / matmul

@@ -1,0 +1,93 @@
+"""The fused residual path of ``Block`` (one in-place GEMM per residual branch) against the plain one."""
+
+import pytest
+import torch
+
+from clsvit_lightning.models import VisionTransformer
+from clsvit_lightning.models.block import Block
+
+
+def tiny(specialization: str, num_registers: int = 0, **kwargs) -> VisionTransformer:
+    torch.manual_seed(0)
+    model = VisionTransformer(
+        img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2, specialization=specialization,
+        num_registers=num_registers, layerscale_init=0.5, **kwargs,
+    )  # fmt: skip
+    with torch.no_grad():  # every parameter away from its init, the prefix twins away from the shared ones
+        for parameter in model.parameters():
+            parameter.add_(torch.randn_like(parameter) * 0.1)
+    return model.double()
+
+
+def set_fused(model: VisionTransformer, fused: bool) -> None:
+    for block in model.blocks:
+        block.fused_residual = fused
+
+
+def outputs_and_grads(model: VisionTransformer, images: torch.Tensor, fused: bool):
+    set_fused(model, fused)
+    model.zero_grad()
+    out = model.forward_features(images)
+    loss = out["x_norm_clstoken"].square().sum() + out["x_norm_patchtokens"].pow(3).sum()
+    loss.backward()
+    grads = {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
+    return out["x_prenorm"].detach(), grads
+
+
+@pytest.mark.parametrize(("specialization", "num_registers"), [("vanilla", 0), ("paper", 0), ("paper;mlp:all", 2)])
+def test_fused_and_plain_residuals_agree_in_values_and_gradients(specialization, num_registers):
+    model = tiny(specialization, num_registers).train()  # drop_path_rate 0: the fused path runs in training
+    images = torch.randn(3, 3, 32, 32, dtype=torch.float64)
+    fused_out, fused_grads = outputs_and_grads(model, images, True)
+    plain_out, plain_grads = outputs_and_grads(model, images, False)
+    torch.testing.assert_close(fused_out, plain_out)
+    assert fused_grads.keys() == plain_grads.keys() and "blocks.0.ls1.gamma" in plain_grads
+    for name, grad in plain_grads.items():
+        torch.testing.assert_close(fused_grads[name], grad, msg=name)
+
+
+def test_drop_path_and_autocast_take_the_plain_path():
+    model = tiny("paper", drop_path_rate=0.5).train().float()
+    images = torch.randn(2, 3, 32, 32)
+    torch.manual_seed(1)
+    fused = model.forward_features(images)["x_prenorm"]
+    set_fused(model, False)
+    torch.manual_seed(1)
+    torch.testing.assert_close(fused, model.forward_features(images)["x_prenorm"], rtol=0, atol=0)
+    set_fused(model, True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert model.eval().forward_features(images)["x_prenorm"].isfinite().all()
+
+
+def test_in_place_gemms_are_counted_as_flops(monkeypatch):
+    model = tiny("paper").float()
+    fused = model.flops_per_image()
+    monkeypatch.setattr(Block, "fused_residual", False)
+    assert model.flops_per_image() == fused > 0
+
+
+def test_patch_tokens_enter_the_blocks_contiguous():
+    model = tiny("vanilla", 1).float()
+    prefix, patches = model.prepare_tokens(torch.randn(2, 3, 32, 32))
+    assert patches.is_contiguous() and prefix.is_contiguous()
+
+
+def test_inference_mlp_takes_one_fused_linear_gelu_with_the_same_outputs(monkeypatch):
+    from clsvit_lightning.models import token_ops
+
+    if token_ops._mkldnn_linear_pointwise is None:
+        pytest.skip("this torch build has no oneDNN")
+    model = tiny("paper;mlp:all", 1).float().eval()
+    images = torch.randn(2, 3, 32, 32)
+    calls = []
+    fused_op = token_ops._mkldnn_linear_pointwise
+    monkeypatch.setattr(token_ops, "_mkldnn_linear_pointwise", lambda *args: calls.append(1) or fused_op(*args))
+    with torch.no_grad():
+        fused = model.forward_features(images)["x_prenorm"]
+    assert len(calls) == len(model.blocks)  # the patch group of every block's fc1
+    calls.clear()
+    model.forward_features(images)  # with autograd: the plain pair, which has a backward
+    assert not calls
+    monkeypatch.setattr(token_ops, "_fused_linear_gelu_applies", lambda *args: False)
+    with torch.no_grad():
+        torch.testing.assert_close(fused, model.forward_features(images)["x_prenorm"], rtol=1e-6, atol=1e-6)
