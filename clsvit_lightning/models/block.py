@@ -82,8 +82,8 @@ class Block(nn.Module):
     ``specialized`` holds the names of the components (``norm1``, ``qkv``, ``proj``, ``ls1``,
     ``norm2``, ``mlp``, ``ls2``) that get a separate prefix-token path in this block.
 
-    Without drop path (evaluation, or ``drop_path_rate=0``), outside autocast and with
-    ``fused_residual`` (default),
+    Without drop path (evaluation, or ``drop_path_rate=0``), in eager mode outside autocast and
+    with ``fused_residual`` (default),
     the patch group computes ``x + gamma * (h @ W.T + b)`` of ``proj`` and ``fc2`` as one GEMM
     accumulating into ``x + gamma * b`` with ``gamma`` folded into ``W``: one pass over the tokens
     instead of three (bias copy, LayerScale, residual add); ``experiments/benchmarks/backbone.py``
@@ -126,8 +126,10 @@ class Block(nn.Module):
 
     def forward(self, prefix: Tensor, patches: Tensor) -> TokenPair:
         # The in-place GEMM is outside autocast's op list: under mixed precision the plain path runs.
+        # Compiled, too: inductor fuses bias, LayerScale and residual into one kernel after a plain
+        # mm (training/compile.py), which beats a GEMM accumulating into a copied residual.
         autocast = torch.is_autocast_enabled("cuda") or torch.is_autocast_enabled("cpu")
-        fused = self.fused_residual and not autocast
+        fused = self.fused_residual and not autocast and not torch.compiler.is_compiling()
         if not fused or (self.training and self.drop_path_rate > 0):
             branch = self.ls1(*self.attn(*self.norm1(prefix, patches)))
             prefix, patches = self._add_residual(prefix, patches, branch)
