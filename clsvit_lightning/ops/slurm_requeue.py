@@ -6,7 +6,8 @@ Lightning#21406, ecosystem.md §2.3). Here the handler only raises a flag. At th
 training batch that completed an optimizer step, all ranks agree on the flag (any rank signalled
 = all save, since saving is collective), save ``hpc_ckpt_<n>.ckpt`` in ``default_root_dir`` (the
 name Lightning looks for when a SLURM job restarts with ``ckpt_path`` unset), rank 0 runs
-``scontrol requeue <job>``, and training stops cleanly.
+``scontrol requeue <job>``, writes ``REQUEUED`` beside the checkpoint (removed when the restart
+begins), and training stops cleanly.
 
 Installing this handler first also keeps Lightning's mid-step handler away: Lightning only
 registers its SIGUSR1 handler when the signal has none yet.
@@ -27,6 +28,9 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from clsvit_lightning.ops.wandb_logger import slurm_job_key
 
 HPC_PREFIX = "hpc_ckpt_"
+# Written beside the checkpoint when training stopped for a requeue, removed when the restart
+# begins: a process that exits 0 with it present has not finished (``ops/sweep_runner.py``).
+REQUEUE_MARKER = "REQUEUED"
 
 
 def hpc_checkpoints(root: str | Path) -> list[Path]:
@@ -78,6 +82,8 @@ class StepBoundaryRequeue(Callback):
         if stage != "fit" or (self.only_under_slurm and not SLURMEnvironment.detect()):
             return
         self.requested, self.saved_path = False, None
+        if trainer.is_global_zero:
+            (Path(trainer.default_root_dir) / REQUEUE_MARKER).unlink(missing_ok=True)  # the restart has begun
         self._previous_handler = signal.signal(self.signum, self._on_signal)
         self._installed = True
         rank_zero_info(f"StepBoundaryRequeue: {signal.Signals(self.signum).name} saves at the next step boundary")
@@ -113,6 +119,7 @@ class StepBoundaryRequeue(Callback):
             for old in hpc_checkpoints(root)[: -self.keep_checkpoints]:
                 old.unlink(missing_ok=True)
             rank_zero_info(f"StepBoundaryRequeue: saved {path} at global step {trainer.global_step}")
+            (root / REQUEUE_MARKER).write_text(f"{path.name} at global step {trainer.global_step}\n")
             if self.requeue:
                 self._scontrol_requeue()
         trainer.should_stop = True

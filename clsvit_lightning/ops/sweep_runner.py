@@ -5,7 +5,10 @@ Each combination gets ``<out>/runs/<NNN>-<params>/`` with one folder per stage:
 ``clsvit fit`` of the dense probe on the pretraining run's last checkpoint, with the sweep's
 backbone arguments so the architectures match). Every stage gets the ``ResultsFile`` callback and
 ``WANDB_MODE=offline`` (unless the environment says otherwise): no W&B server is involved.
-Finished combinations (``status.json`` = done) are skipped, so an interrupted sweep continues.
+Finished combinations (``status.json`` = done) are skipped, so an interrupted sweep continues. A
+stage that stopped for a SLURM requeue (its folder holds ``REQUEUED``, see
+``ops/slurm_requeue.py``) exits 0 without having finished: the combination is left ``requeued``,
+its later stages do not run, and the next invocation resumes it from the saved checkpoint.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from typing import Any
 
 from clsvit_lightning.ops.pareto import plot_pareto
 from clsvit_lightning.ops.results import read_run_metrics
+from clsvit_lightning.ops.slurm_requeue import REQUEUE_MARKER
 from clsvit_lightning.ops.sweep_config import combination_name, expand, render_command, replace_configs
 
 CLSVIT = [sys.executable, "-m", "clsvit_lightning.cli"]  # this interpreter, whatever `clsvit` on PATH is
@@ -105,6 +109,9 @@ def run_one(run: SweepRun, environ: Mapping[str, str]) -> None:
             code = subprocess.run(argv, stdout=log, stderr=subprocess.STDOUT, env=dict(environ), check=False).returncode
         if code:
             run.status = f"failed: {stage} exited with {code} (see {log_path})"
+            break
+        if (run.run_dir / stage / REQUEUE_MARKER).is_file():
+            run.status = f"requeued: {stage} stopped for a SLURM requeue; the next run of the sweep resumes it"
             break
     else:
         run.status = "done"

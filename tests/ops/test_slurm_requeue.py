@@ -62,6 +62,7 @@ def test_requeue_saves_at_a_step_boundary_and_the_restart_resumes_there(tmp_path
         assert torch.equal(checkpoint["state_dict"][name], value), name
     first = events(root)
     assert first[-1] == {"event": "end", "global_step": 3}
+    assert (root / "REQUEUED").read_text() == "hpc_ckpt_1.ckpt at global step 3\n"  # exited 0, not finished
 
     launch(root, env)  # the requeued job: same command, same folder, ckpt_path unset
     second = events(root)[len(first) :]
@@ -76,6 +77,7 @@ def test_requeue_saves_at_a_step_boundary_and_the_restart_resumes_there(tmp_path
     assert second[-1] == {"event": "end", "global_step": 8}
     assert (root / "config.yaml").is_file()  # rewritten by the restart instead of stopping it
     assert len(hpc_checkpoints(root)) == 1
+    assert not (root / "REQUEUED").exists()  # the restart ran to the end
 
 
 def test_bad_arguments_name_the_option():

@@ -131,3 +131,29 @@ def test_dry_run_prints_the_commands_and_runs_nothing(tmp_path, capsys):
     assert len(rows) == 20 and not out.exists()
     assert printed.count(f"--config {base}") == 20 and "configs/pretrain/dinov2.yaml" not in printed
     assert f"{sys.executable} -m clsvit_lightning.cli fit" in printed
+
+
+def test_a_stage_stopped_for_a_requeue_is_not_done_and_resumes_on_the_next_sweep(tmp_path):
+    from clsvit_lightning.ops.sweep_runner import SweepRun, run_sweep
+
+    run_dir = tmp_path / "runs" / "000-a"
+    # The pretraining stage exits 0 after writing REQUEUED the first time, and finishes the second time.
+    pretrain = (
+        "import pathlib, sys; stage = pathlib.Path(sys.argv[1]); stage.mkdir(parents=True, exist_ok=True); "
+        "marker = stage / 'REQUEUED'; first = not (stage / 'started').exists(); (stage / 'started').touch(); "
+        "marker.write_text('hpc_ckpt_1.ckpt') if first else marker.unlink(missing_ok=True)"
+    )
+    probe = "import pathlib, sys; pathlib.Path(sys.argv[1]).touch()"
+    stages = {
+        "pretrain": [sys.executable, "-c", pretrain, str(run_dir / "pretrain")],
+        "probe": [sys.executable, "-c", probe, str(run_dir / "probe_ran")],
+    }
+    sweep_run = SweepRun(0, "000-a", {}, run_dir, stages)
+    run_sweep([sweep_run], "test", log=lambda message: None)
+    assert sweep_run.status.startswith("requeued: pretrain")
+    assert not (run_dir / "probe_ran").exists()  # the probe must not read a half-trained checkpoint
+    assert '"requeued' in (run_dir / "status.json").read_text()
+
+    sweep_run = SweepRun(0, "000-a", {}, run_dir, stages)
+    run_sweep([sweep_run], "test", log=lambda message: None)  # the requeued job runs the sweep again
+    assert sweep_run.status == "done" and (run_dir / "probe_ran").exists()
