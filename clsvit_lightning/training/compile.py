@@ -56,7 +56,8 @@ def unfuse_bias_pass():  # noqa: ANN201 (the class exists only once inductor is 
                 on_cpu = node.meta["val"].device.type == "cpu"  # GPUs: Inductor decides (cuBLAS fuses bias)
                 if not on_cpu or bias_value is None or bias_value.ndim != 1:
                     continue
-                if not all(is_pointwise_use(use) for use in node.users):
+                # Pointwise readers, or the concatenation of q/k/v (a cat of pointwise inputs is one kernel).
+                if not all(is_pointwise_use(use, lambda op: op is aten.cat.default) for use in node.users):
                     continue
                 with graph.inserting_before(node):
                     product = graph.call_function(aten.mm.default, (mat1, mat2))
