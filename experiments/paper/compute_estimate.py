@@ -4,10 +4,11 @@
 
 GPU-hours = images processed x training FLOPs per image / (peak bf16 FLOP/s x MFU) / 3600, where
 
-* images: ``max_epochs`` x the training-set size. The framework's epochs are Lightning epochs (one pass
-  over the dataset), not DINOv2's fixed 1250-iteration epochs; on ImageNet-1k at a global batch of
-  1024 the two agree within 0.1 % (1250 x 1024 = 1,280,000 vs 1,281,167 images). Pretraining data is
-  ImageNet-1k (the configs' ImageFolder layout; the paper's data is not known).
+* images: iterations x global batch, iterations = ``max_epochs`` x iterations per epoch. An epoch is
+  ``trainer.limit_train_batches`` iterations when set (the DINOv2 recipe: 1250, DINOv2's
+  OFFICIAL_EPOCH_LENGTH) and the dataset has that many batches, else one pass over the training set
+  (DeiT III). Pretraining data is ImageNet-1k (the configs' ImageFolder layout; the paper's data is
+  not known).
 * FLOPs per image: the backbone's forward FLOPs (``VisionTransformer.flops_per_image``, the same count as
   ``clsvit summary``: matmuls, convolutions, attention) at each crop size, plus the projection heads.
   DINOv2: student on 2 global + n local crops, forward + backward = 3 x forward; EMA teacher forward on
@@ -160,6 +161,13 @@ def evaluation_flops(evaluation: dict, model: VisionTransformer) -> float:
     return train + evaluations * sizes["val"] * per_image
 
 
+def iterations_per_epoch(trainer: dict, train_images: int, global_batch: int) -> int:
+    """Lightning's epoch: every batch of the (drop_last) loader, capped by an integer ``limit_train_batches``."""
+    batches = train_images // global_batch
+    limit = trainer.get("limit_train_batches")
+    return min(batches, limit) if isinstance(limit, int) else batches
+
+
 def estimate(gpu: str, mfu: float) -> dict:
     spec = yaml.safe_load(ROWS.read_text())
     rate = PEAK_FLOPS[gpu] * mfu
@@ -169,12 +177,13 @@ def estimate(gpu: str, mfu: float) -> dict:
         config = load_configs([recipe["base_config"], *run["pretrain"]])
         model = backbone(config)
         epochs = config["trainer"]["max_epochs"]
-        images = epochs * DATASETS["imagenet"]["train"]
         if run["recipe"] == "dinov2":
             per_image, gpus = dinov2_flops_per_image(config), DINOV2_SBATCH_GPUS
         else:
             per_image, gpus = deit3_flops_per_image(config), config["trainer"].get("num_nodes", 1) * GPUS_PER_NODE
         global_batch = gpus * config["data"]["init_args"]["batch_size"]
+        iterations = epochs * iterations_per_epoch(config["trainer"], DATASETS["imagenet"]["train"], global_batch)
+        images = iterations * global_batch
         evals = {key: evaluation_flops(value, model) / rate / 3600 for key, value in spec["evaluations"].items()}
         runs[name] = {
             "recipe": run["recipe"],
@@ -182,7 +191,7 @@ def estimate(gpu: str, mfu: float) -> dict:
             "overhead_pct": 100 * model.parameter_count().overhead,
             "epochs": epochs,
             "global_batch": global_batch,
-            "iterations": epochs * (DATASETS["imagenet"]["train"] // global_batch),
+            "iterations": iterations,
             "train_gflops_per_image": per_image / 1e9,
             "pretrain_gpu_hours": images * per_image / rate / 3600,
             "eval_gpu_hours": evals,

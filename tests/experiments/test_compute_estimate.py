@@ -45,3 +45,12 @@ def test_bad_mfu_is_rejected(capsys):
     with pytest.raises(SystemExit):
         ESTIMATE.main(["--mfu", "1.5"])
     assert "--mfu 1.5" in capsys.readouterr().err
+
+
+def test_an_epoch_is_dinov2s_1250_iterations_when_the_recipe_limits_it():
+    recipe = ESTIMATE.load_configs(["configs/pretrain/dinov2.yaml", "configs/pretrain/vitl14_vanilla.yaml"])
+    assert recipe["trainer"]["limit_train_batches"] == 1250
+    # ImageNet-1k at 16 GPUs x 32: 2502 batches per pass, capped at 1250 -> 500 x 1250 = DINOv2's 625k.
+    assert ESTIMATE.iterations_per_epoch(recipe["trainer"], 1_281_167, 512) == 1250
+    assert ESTIMATE.iterations_per_epoch(recipe["trainer"], 1_281_167, 2048) == 625  # a pass is shorter
+    assert ESTIMATE.iterations_per_epoch({"max_epochs": 800}, 1_281_167, 2048) == 625  # DeiT III: passes

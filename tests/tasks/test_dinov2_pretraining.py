@@ -133,6 +133,17 @@ def test_schedules_with_max_steps_only(tmp_path):
     )
 
 
+def test_fixed_length_epochs_count_the_limited_batches(tmp_path):
+    # DINOv2's 1250-iteration "epochs" (configs/pretrain/dinov2.yaml: limit_train_batches): here 2 of
+    # the loader's 4 batches make an epoch; warmup (1 epoch) and the total (3 epochs) follow them.
+    module = tiny_module(warmup_epochs=1)
+    fit = trainer(tmp_path, max_epochs=3, limit_train_batches=2, enable_checkpointing=False)
+    fit.fit(module, TinySSLData(batch_size=4, length=16))
+    assert fit.global_step == 6 and len(module.schedules["lr"]) == 6
+    peak = module.schedules["lr"][2]
+    assert module.schedules["lr"][:3].tolist() == pytest.approx([0.0, 0.5 * peak, peak])
+
+
 def test_uint8_batches_are_normalised_after_transfer():
     module = tiny_module()
     crops = torch.randint(0, 256, (2, 3, 3, 32, 32), dtype=torch.uint8)
