@@ -82,13 +82,13 @@ class Block(nn.Module):
     ``specialized`` holds the names of the components (``norm1``, ``qkv``, ``proj``, ``ls1``,
     ``norm2``, ``mlp``, ``ls2``) that get a separate prefix-token path in this block.
 
-    Without drop path (evaluation, or ``drop_path_rate=0``), in eager mode outside autocast and
-    with ``fused_residual`` (default),
-    the patch group computes ``x + gamma * (h @ W.T + b)`` of ``proj`` and ``fc2`` as one GEMM
-    accumulating into ``x + gamma * b`` with ``gamma`` folded into ``W``: one pass over the tokens
-    instead of three (bias copy, LayerScale, residual add); ``experiments/benchmarks/backbone.py``
-    compares both. Vanilla and specialized blocks take the same path, so a warm-started
-    specialized model still reproduces the vanilla one bit for bit.
+    With ``fused_residual`` (default), in eager mode, outside autocast and without drop path
+    (evaluation, or ``drop_path_rate=0``), the patch group computes ``x + gamma * (h @ W.T + b)`` of
+    ``proj`` and ``fc2`` as one GEMM accumulating into ``x + gamma * b``, ``gamma`` folded into ``W``:
+    one pass over the tokens besides the GEMM instead of three (bias copy, LayerScale, residual
+    add); 1-3 % of the forward (``experiments/benchmarks/backbone.py`` compares both). Vanilla and
+    specialized blocks take the same path, so a warm-started specialized model still reproduces the
+    vanilla one bit for bit.
     """
 
     fused_residual: bool = True
