@@ -86,7 +86,7 @@ def bilinear_matrix(out_size: int, in_size: int, device: torch.device | str = "c
 
 def _coverage(size: int, starts: Sequence[int], crop: int) -> Tensor:
     """How many windows cover each position of a side: ``[size]`` float."""
-    counts = torch.zeros(size)
+    counts = torch.zeros(size, dtype=torch.float32)
     for start in starts:
         counts[start : min(start + crop, size)] += 1
     return counts
@@ -100,7 +100,7 @@ def _argmax_last(values: Tensor) -> Tensor:
     """
     if values.device.type != "cpu":
         return values.argmax(dim=-1)
-    return torch.from_numpy(np.argmax(values.numpy(), axis=-1))
+    return torch.from_numpy(np.argmax(values.detach().numpy(), axis=-1))
 
 
 def _row_chunks(height: int, boundaries: Sequence[int], max_rows: int) -> list[tuple[int, int]]:
@@ -131,6 +131,9 @@ def separable_slide_inference(
     tops, lefts = window_starts(height, crop_h, stride_h), window_starts(width, crop_w, stride_w)
     row_weights = 1.0 / _coverage(height, tops, crop_h).to(images.device)  # [H]
     col_weights = 1.0 / _coverage(width, lefts, crop_w).to(images.device)  # [W]
+    # The model may run under autocast (Lightning evaluates under it with bf16-mixed); the averages,
+    # resizes and the argmax stay in float32.
+    fp32 = torch.autocast(images.device.type, enabled=False)
     bands = []  # per row of windows: (top, bottom, rows [h_crop, h], outputs at low resolution [B, h, W * K])
     for top in tops:
         bottom = min(top + crop_h, height)
@@ -139,7 +142,8 @@ def separable_slide_inference(
             right = min(left + crop_w, width)
             outputs, rows, cols = predict.low_resolution(images[:, :, top:bottom, left:right])  # [B, K, h, w]
             cols = cols * col_weights[left:right, None]  # [w_crop, w]
-            part = torch.matmul(cols, outputs.float().permute(0, 2, 3, 1))  # [B, h, w_crop, K]
+            with fp32:
+                part = torch.matmul(cols, outputs.float().permute(0, 2, 3, 1))  # [B, h, w_crop, K]
             if band is None:
                 band = part.new_zeros(batch, part.shape[1], width, part.shape[-1])
             band[:, :, left:right] += part
@@ -160,7 +164,8 @@ def separable_slide_inference(
             weights = rows[start - top : stop - top]  # [rows, h]
             used = weights.abs().sum(dim=0).nonzero().squeeze(1)
             first, last = int(used[0]), int(used[-1]) + 1
-            term = torch.matmul(weights[:, first:last], band[:, first:last])
+            with fp32:
+                term = torch.matmul(weights[:, first:last], band[:, first:last])
             values = term if values is None else values + term
         if argmax:
             out[:, start:stop] = _argmax_last(values.view(batch, stop - start, width, channels))

@@ -197,14 +197,16 @@ def _fused_linear_gelu_applies(tokens: Tensor, weight: Tensor, act: nn.Module) -
     for ViT-S/16 at batch 16, with identical outputs. The op has no autograd formula, hence no grad.
     """
     return (
-        _mkldnn_linear_pointwise is not None
+        not torch.compiler.is_compiling()  # first: dynamo must not trace the checks below; inductor fuses anyway
+        and _mkldnn_linear_pointwise is not None
+        and torch.backends.mkldnn.is_available()
+        and torch.backends.mkldnn.enabled
         and not torch.is_grad_enabled()
         and tokens.device.type == "cpu"
         and tokens.dtype == weight.dtype == torch.float32
         and isinstance(act, nn.GELU)
         and act.approximate == "none"
         and not torch.is_autocast_enabled("cpu")
-        and not torch.compiler.is_compiling()  # inductor fuses on its own
     )
 
 

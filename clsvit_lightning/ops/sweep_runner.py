@@ -91,11 +91,20 @@ def latest_checkpoint(folder: Path) -> Path:
     return candidates[-1]
 
 
-def run_one(run: SweepRun, environ: Mapping[str, str]) -> None:
-    """Run the stages of one combination in order; stop at the first failure (recorded, not raised)."""
+def run_one(run: SweepRun, environ: Mapping[str, str], rerun: bool = False) -> None:
+    """Run the stages of one combination in order; stop at the first failure (recorded, not raised).
+
+    A stage that finished before (``<stage>.done``) is not run again unless ``rerun``.
+    """
     run.run_dir.mkdir(parents=True, exist_ok=True)
     (run.run_dir / "params.json").write_text(json.dumps(run.params, indent=2))
     for stage, argv in run.stages.items():
+        done_file = run.run_dir / f"{stage}.done"
+        if done_file.is_file() and not rerun:
+            continue
+        done_file.unlink(missing_ok=True)
+        marker = run.run_dir / stage / REQUEUE_MARKER
+        marker.unlink(missing_ok=True)  # left by an earlier requeue: only this launch's own counts
         if CHECKPOINT_PLACEHOLDER in " ".join(argv):
             try:
                 checkpoint = str(latest_checkpoint(run.run_dir / "pretrain"))
@@ -110,9 +119,10 @@ def run_one(run: SweepRun, environ: Mapping[str, str]) -> None:
         if code:
             run.status = f"failed: {stage} exited with {code} (see {log_path})"
             break
-        if (run.run_dir / stage / REQUEUE_MARKER).is_file():
+        if marker.is_file():
             run.status = f"requeued: {stage} stopped for a SLURM requeue; the next run of the sweep resumes it"
             break
+        done_file.touch()
     else:
         run.status = "done"
     (run.run_dir / "status.json").write_text(json.dumps({"status": run.status}))
@@ -129,8 +139,11 @@ def run_sweep(runs: list[SweepRun], sweep_name: str, rerun: bool = False, log=pr
             log(f"[{run.index + 1}/{len(runs)}] {run.name}: done before, skipped")
             continue
         log(f"[{run.index + 1}/{len(runs)}] {run.name}: running {', '.join(run.stages)}")
-        run_one(run, environ)
+        run_one(run, environ, rerun)
         log(f"[{run.index + 1}/{len(runs)}] {run.name}: {run.status}")
+        if run.status.startswith("requeued"):
+            log("stopping: the SLURM job is being requeued; the restarted job continues this sweep")
+            break
 
 
 def collect(

@@ -155,3 +155,13 @@ def test_labels_output_is_the_argmax_of_every_tta_setting(predictor):
         for options in ({}, {"flip": True}, {"scales": (1.0, 1.25)}, {"short_side": 40}):
             expected = tta_inference(generic, images, "slide", 24, 16, **options).argmax(dim=1)
             assert torch.equal(tta_inference(predictor, images, "slide", 24, 16, output="labels", **options), expected)
+
+
+def test_separable_path_aggregates_in_float32_under_autocast(predictor):
+    # Lightning evaluates under torch.autocast with bf16-mixed: the window averages stay float32.
+    images = torch.randn(2, 3, 30, 41)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = slide_inference(predictor, images, 24, 16)
+        labels = tta_inference(predictor, images, "slide", 24, 16, output="labels")
+    assert logits.dtype == torch.float32 and labels.dtype == torch.long
+    assert torch.equal(labels, logits.argmax(dim=1))

@@ -148,12 +148,36 @@ def test_a_stage_stopped_for_a_requeue_is_not_done_and_resumes_on_the_next_sweep
         "pretrain": [sys.executable, "-c", pretrain, str(run_dir / "pretrain")],
         "probe": [sys.executable, "-c", probe, str(run_dir / "probe_ran")],
     }
+    other = SweepRun(1, "001-b", {}, tmp_path / "runs" / "001-b", {"probe": stages["probe"]})
     sweep_run = SweepRun(0, "000-a", {}, run_dir, stages)
-    run_sweep([sweep_run], "test", log=lambda message: None)
+    run_sweep([sweep_run, other], "test", log=lambda message: None)
     assert sweep_run.status.startswith("requeued: pretrain")
     assert not (run_dir / "probe_ran").exists()  # the probe must not read a half-trained checkpoint
     assert '"requeued' in (run_dir / "status.json").read_text()
+    assert other.status == "pending"  # the job is being requeued: the sweep stops there
 
     sweep_run = SweepRun(0, "000-a", {}, run_dir, stages)
     run_sweep([sweep_run], "test", log=lambda message: None)  # the requeued job runs the sweep again
     assert sweep_run.status == "done" and (run_dir / "probe_ran").exists()
+
+
+def test_finished_stages_are_not_rerun_and_a_stale_requeue_marker_is_ignored(tmp_path):
+    from clsvit_lightning.ops.sweep_runner import SweepRun, run_one
+
+    run_dir = tmp_path / "run"
+    count = (
+        "import pathlib, sys; p = pathlib.Path(sys.argv[1]); p.write_text(p.read_text() + 'x' if p.exists() else 'x')"
+    )
+    stages = {
+        "pretrain": [sys.executable, "-c", count, str(tmp_path / "pretrain_runs")],
+        "probe": [sys.executable, "-c", "import sys; sys.exit(3)"],
+    }
+    sweep_run = SweepRun(0, "run", {}, run_dir, stages)
+    (run_dir / "pretrain").mkdir(parents=True)
+    (run_dir / "pretrain" / "REQUEUED").write_text("stale")  # from a requeue resumed off SLURM
+    run_one(sweep_run, {})
+    assert sweep_run.status.startswith("failed: probe")  # the stale marker did not stop pretrain
+    run_one(sweep_run, {})  # retried: pretraining finished before and is not run again
+    assert (tmp_path / "pretrain_runs").read_text() == "x"
+    run_one(sweep_run, {}, rerun=True)
+    assert (tmp_path / "pretrain_runs").read_text() == "xx"
