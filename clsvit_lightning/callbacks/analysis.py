@@ -21,6 +21,7 @@ import lightning.pytorch as pl
 from torch import Tensor, nn
 
 from clsvit_lightning.analysis import analyze_and_save, load_images
+from clsvit_lightning.ops.slurm_requeue import stopping_for_requeue
 
 
 def find_backbone(module: nn.Module, names: Sequence[str]) -> nn.Module:
@@ -94,7 +95,8 @@ class TokenAnalysisCallback(pl.Callback):
             self.run(trainer, pl_module, tag="start")
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if (trainer.current_epoch + 1) % self.every_n_epochs == 0:
+        # Stopped mid-epoch for a SLURM requeue: the restart ends this epoch and analyses it then.
+        if (trainer.current_epoch + 1) % self.every_n_epochs == 0 and not stopping_for_requeue(trainer):
             self.run(trainer, pl_module, tag=f"epoch_{trainer.current_epoch:03d}")
 
     def run(self, trainer: pl.Trainer, pl_module: pl.LightningModule, tag: str) -> None:

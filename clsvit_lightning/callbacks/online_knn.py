@@ -20,6 +20,7 @@ from clsvit_lightning.data.datasets.imagenet import ImageFolderDataset
 from clsvit_lightning.data.transforms.classification import classification_transform
 from clsvit_lightning.data.transforms.collate import collate_labelled
 from clsvit_lightning.evaluation.knn import knn_classify
+from clsvit_lightning.ops.slurm_requeue import stopping_for_requeue
 
 
 class _Indexed(Dataset):
@@ -81,8 +82,8 @@ class OnlineKNN(Callback):
             )
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if (trainer.current_epoch + 1) % self.every_n_epochs:
-            return
+        if (trainer.current_epoch + 1) % self.every_n_epochs or stopping_for_requeue(trainer):
+            return  # not due; or stopped mid-epoch for a requeue: the restart ends this epoch
         backbone = getattr(pl_module, self.backbone_attribute)
         was_training = backbone.training
         backbone.eval()

@@ -43,6 +43,15 @@ def hpc_checkpoints(root: str | Path) -> list[Path]:
     return [path for _, path in sorted(found)]
 
 
+def stopping_for_requeue(trainer: Trainer) -> bool:
+    """True once a :class:`StepBoundaryRequeue` of this fit has saved and stopped training.
+
+    The epoch then ends early, mid-epoch, and the restart completes it: epoch-end evaluations
+    (online k-NN, analysis) should wait for that real end instead of running in SLURM's grace period.
+    """
+    return any(isinstance(cb, StepBoundaryRequeue) and cb.saved_path is not None for cb in trainer.callbacks)
+
+
 class StepBoundaryRequeue(Callback):
     """Flag-then-save handling of the SLURM requeue signal (see the module docstring).
 

@@ -66,3 +66,18 @@ def test_online_knn_checks_its_options(root):
     callback = OnlineKNN(str(root), backbone_attribute="student_backbone", crop_size=32, resize_size=32)
     with pytest.raises(ValueError, match="has no attribute 'student_backbone'"):
         callback.setup(None, Holder(), "fit")
+
+
+def test_an_epoch_cut_short_by_a_requeue_is_evaluated_after_the_restart_not_now(tmp_path):
+    from types import SimpleNamespace
+
+    from clsvit_lightning.ops.slurm_requeue import StepBoundaryRequeue
+
+    requeue = StepBoundaryRequeue(only_under_slurm=False)
+    callback = OnlineKNN(str(tmp_path), every_n_epochs=1)
+    trainer = SimpleNamespace(current_epoch=0, callbacks=[requeue, callback])
+    requeue.saved_path = tmp_path / "hpc_ckpt_1.ckpt"  # this fit saved for a requeue and stopped
+    callback.on_train_epoch_end(trainer, pl_module=None)  # returns before touching the module
+    requeue.saved_path = None
+    with pytest.raises(AttributeError):  # due, and it would evaluate now
+        callback.on_train_epoch_end(trainer, pl_module=None)
