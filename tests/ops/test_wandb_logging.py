@@ -28,6 +28,9 @@ def no_credentials(monkeypatch, tmp_path):
     monkeypatch.setenv("WANDB_SILENT", "true")
     yield
     wandb.finish()
+    # wandb keeps process-wide settings read from this test's environment (no WANDB_MODE, a
+    # temporary HOME): reset them, or a later offline WandbLogger in the same process asks for a key.
+    wandb.teardown()
 
 
 def fit_args(tmp_path: Path, *extra: str) -> list[str]:
