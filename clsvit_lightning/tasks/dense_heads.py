@@ -165,17 +165,18 @@ class DensePredictor(nn.Module):
         self.features, self.head = features, head
 
     def forward(self, images: Tensor) -> Tensor:
-        height, width = images.shape[-2:]
-        padded, (top, _, left, _) = center_pad(images, self.features.patch_size)
-        outputs = self.head(self.features(padded))  # [B, K, h, w] at patch (or ×upsample) resolution
-        outputs = F.interpolate(outputs, size=padded.shape[-2:], mode="bilinear", align_corners=False)
-        return outputs[:, :, top : top + height, left : left + width]  # [B, K, H, W]
+        outputs, padded_size, (top, left) = self._padded_outputs(images)
+        outputs = F.interpolate(outputs, size=padded_size, mode="bilinear", align_corners=False)
+        return outputs[:, :, top : top + images.shape[-2], left : left + images.shape[-1]]  # [B, K, H, W]
 
     def low_resolution(self, images: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """``(outputs [B, K, h, w], rows [H, h], cols [W, w])`` with ``forward(images) == rows @ outputs @ cols.T``."""
-        height, width = images.shape[-2:]
-        padded, (top, _, left, _) = center_pad(images, self.features.patch_size)
-        outputs = self.head(self.features(padded))  # [B, K, h, w]
-        rows = bilinear_matrix(padded.shape[-2], outputs.shape[-2], outputs.device)[top : top + height]
-        cols = bilinear_matrix(padded.shape[-1], outputs.shape[-1], outputs.device)[left : left + width]
+        outputs, (padded_h, padded_w), (top, left) = self._padded_outputs(images)
+        rows = bilinear_matrix(padded_h, outputs.shape[-2], outputs.device)[top : top + images.shape[-2]]
+        cols = bilinear_matrix(padded_w, outputs.shape[-1], outputs.device)[left : left + images.shape[-1]]
         return outputs, rows, cols
+
+    def _padded_outputs(self, images: Tensor) -> tuple[Tensor, tuple[int, int], tuple[int, int]]:
+        """(head outputs ``[B, K, h, w]`` of the padded image, its size, the padding's (top, left))."""
+        padded, (top, _, left, _) = center_pad(images, self.features.patch_size)
+        return self.head(self.features(padded)), tuple(padded.shape[-2:]), (top, left)
