@@ -15,6 +15,7 @@ from clsvit_lightning.models.token_ops import (
     TokenLinear,
     TokenMlp,
     TokenPair,
+    autocast_enabled,
     drop_path,
 )
 
@@ -76,14 +77,6 @@ class Attention(nn.Module):
         return torch.softmax((q * self.head_dim**-0.5) @ k.transpose(-2, -1), dim=-1)
 
 
-def _autocast_enabled(tensor: Tensor) -> bool:
-    """Whether autocast is on for the tensor's device type (False for devices without autocast, e.g. meta)."""
-    try:
-        return torch.is_autocast_enabled(tensor.device.type)
-    except RuntimeError:  # "unknown device type for autocast"
-        return False
-
-
 class Block(nn.Module):
     """``x + drop_path(ls1(attn(norm1(x))))``, then ``x + drop_path(ls2(mlp(norm2(x))))``.
 
@@ -136,7 +129,7 @@ class Block(nn.Module):
         # The in-place GEMM is outside autocast's op list: under mixed precision the plain path runs.
         # Compiled, too: inductor fuses bias, LayerScale and residual into one kernel after a plain
         # mm (training/compile.py), which beats a GEMM accumulating into a copied residual.
-        fused = self.fused_residual and not _autocast_enabled(patches) and not torch.compiler.is_compiling()
+        fused = self.fused_residual and not autocast_enabled(patches) and not torch.compiler.is_compiling()
         if not fused or (self.training and self.drop_path_rate > 0):
             branch = self.ls1(*self.attn(*self.norm1(prefix, patches)))
             prefix, patches = self._add_residual(prefix, patches, branch)
