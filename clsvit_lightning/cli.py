@@ -16,6 +16,7 @@ from clsvit_lightning.commands.export import export_main
 from clsvit_lightning.commands.summary import summary_main
 from clsvit_lightning.commands.sweep import sweep_main
 from clsvit_lightning.commands.synth import synth_main
+from clsvit_lightning.training.cpu_allocator import keep_freed_memory
 
 PROJECT_COMMANDS: dict[str, Callable[[list[str]], object]] = {
     "summary": summary_main,
@@ -29,6 +30,7 @@ PROJECT_COMMANDS: dict[str, Callable[[list[str]], object]] = {
 
 def main(args: list[str] | None = None) -> None:
     """Console entry point (``clsvit``)."""
+    keep_freed_memory()  # before any tensor exists; see training/cpu_allocator.py
     run(args)
 
 

@@ -7,26 +7,36 @@ round by round so that drifts of the machine hit them alike; medians over the ro
 Targets (issue 2, 2-core CPU): specialized / vanilla time <= 1.02 for the forward and for the
 train step; forward FLOP/s >= 0.6 x the FLOP/s of a 2048x2048 fp32 matmul (issue 10: >= 0.75).
 Compiled, bf16 and activation-checkpointed variants, and peak memory: ``compile_precision.py``.
+
+Like ``clsvit``, the benchmarks keep freed CPU memory for reuse (``training/cpu_allocator.py``);
+run with ``CLSVIT_MALLOC_TUNING=0`` for glibc's defaults. The minor page faults per call are
+printed either way.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import resource
 import statistics
 import time
 
 import torch
 
 from clsvit_lightning.models import SIZES
+from clsvit_lightning.training.cpu_allocator import keep_freed_memory
 
 
-def time_call(fn, rounds: int) -> list[float]:
+def time_call(fn, rounds: int, page_faults: list[int] | None = None) -> list[float]:
+    """Seconds per call; ``page_faults`` (optional) receives the minor page faults of each call."""
     times = []
     for _ in range(rounds):
+        faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         start = time.perf_counter()
         fn()
         times.append(time.perf_counter() - start)
+        if page_faults is not None:
+            page_faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults)
     return times
 
 
@@ -81,6 +91,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     args = parser.parse_args()
+    malloc_tuning = keep_freed_memory()  # as `clsvit` does, before the first tensor
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -96,6 +107,7 @@ def main() -> None:
     matmul = matmul_flops_per_second()
     phases = ("forward", "forward_unfused", "train_step")
     times: dict[str, dict[str, list[float]]] = {name: {phase: [] for phase in phases} for name in variants}
+    faults: dict[str, dict[str, list[int]]] = {name: {phase: [] for phase in phases} for name in variants}
     for _, forward, train_step in variants.values():  # warm-up (allocator, oneDNN caches)
         forward()
         train_step()
@@ -103,9 +115,8 @@ def main() -> None:
         order = list(variants) if round_index % 2 == 0 else list(reversed(variants))  # no first-mover bias
         for name in order:
             _, forward, train_step = variants[name]
-            times[name]["forward"] += time_call(forward, 1)
-            times[name]["forward_unfused"] += time_call(forward.unfused, 1)
-            times[name]["train_step"] += time_call(train_step, 1)
+            for phase, fn in (("forward", forward), ("forward_unfused", forward.unfused), ("train_step", train_step)):
+                times[name][phase] += time_call(fn, 1, faults[name][phase])
     matmul = max(matmul, matmul_flops_per_second())  # the better of two takes, before and after
 
     flops = variants["vanilla"][0].flops_per_image()
@@ -118,6 +129,7 @@ def main() -> None:
         "num_registers": args.num_registers,
         "threads": torch.get_num_threads(),
         "rounds": args.rounds,
+        "malloc_tuning": malloc_tuning,
         "gflops_per_image": {n: m.flops_per_image() / 1e9 for n, (m, _, _) in variants.items()},
         "params_overhead": variants["specialized"][0].parameter_count().overhead,
         "matmul_2048_gflops_per_s": matmul / 1e9,
@@ -126,6 +138,9 @@ def main() -> None:
         for phase in phases:
             median = statistics.median(times[name][phase])
             result[f"{name}_{phase}_images_per_s"] = args.batch_size / median
+    result["minor_page_faults_per_call"] = {
+        f"{name}_{phase}": statistics.median(faults[name][phase]) for name in variants for phase in phases
+    }
     for phase in ("forward", "train_step"):
         result[f"time_ratio_{phase}"] = statistics.median(times["specialized"][phase]) / statistics.median(
             times["vanilla"][phase]

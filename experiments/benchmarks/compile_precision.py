@@ -42,6 +42,7 @@ from torch.profiler._memory_profiler import Action
 
 from clsvit_lightning.models import SIZES
 from clsvit_lightning.training.compile import compile_blocks
+from clsvit_lightning.training.cpu_allocator import keep_freed_memory
 
 # mode -> (compiled, bf16, checkpointing)
 MODES = {
@@ -107,6 +108,7 @@ def main() -> None:
     parser.add_argument("--memory_batch_size", type=int, default=16)
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args()
+    malloc_tuning = keep_freed_memory()  # as `clsvit` does (training/cpu_allocator.py)
     if args.threads:
         torch.set_num_threads(args.threads)
     modes = args.modes.split(",")
@@ -150,6 +152,7 @@ def main() -> None:
     flops = next(model for (name, _), model in models.items() if name == "vanilla").flops_per_image()
     result: dict[str, object] = {
         "benchmark": "compile_precision",
+        "malloc_tuning": malloc_tuning,
         "model": f"vit_{args.size}/{args.patch_size}",
         "specialization": args.specialization,
         "img_size": args.img_size,

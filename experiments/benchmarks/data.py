@@ -38,6 +38,7 @@ from clsvit_lightning.data.transforms.collate import MultiCropCollate, collate_d
 from clsvit_lightning.data.transforms.dense import segmentation_train_transform
 from clsvit_lightning.data.transforms.multicrop import MultiCropTransform, crop_pipeline
 from clsvit_lightning.data.transforms.tensors import IMAGENET_MEAN, IMAGENET_STD
+from clsvit_lightning.training.cpu_allocator import keep_freed_memory
 
 
 def test_inputs(tmp_path: str = "/tmp") -> tuple[str, np.ndarray, np.ndarray, np.ndarray]:
@@ -64,6 +65,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--batch_size", type=int, default=32, help="collate batch size")
     args = parser.parse_args()
+    malloc_tuning = keep_freed_memory()  # as `clsvit` does (training/cpu_allocator.py)
     torch.set_num_threads(1)
     cv2.setNumThreads(1)
     path, photo, seg_image, seg_mask = test_inputs()
@@ -122,6 +124,7 @@ def main() -> None:
         "input": "500x375 JPEG q90 (multi-crop 2x224 + 8x96, bicubic); 683x512 image+mask (segmentation 512 crop)",
         "unit": "samples/s on one core",
         "threads": {"torch": torch.get_num_threads(), "opencv": cv2.getNumThreads()},
+        "malloc_tuning": malloc_tuning,
         **rates,
         "multicrop_pipeline_vs_baseline": round(
             rates["multicrop_pipeline_per_core"] / rates["multicrop_baseline_per_core"], 2

@@ -27,6 +27,7 @@ from clsvit_lightning.data.transforms.masking import BlockMaskGenerator, stratif
 from clsvit_lightning.losses import DINOLoss
 from clsvit_lightning.models import vit_small
 from clsvit_lightning.tasks.dinov2_pretraining import DINOv2Pretraining
+from clsvit_lightning.training.cpu_allocator import keep_freed_memory
 from clsvit_lightning.training.param_groups import build_param_groups
 
 
@@ -106,6 +107,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args()
+    malloc_tuning = keep_freed_memory()  # as `clsvit` does (training/cpu_allocator.py)
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -131,6 +133,7 @@ def main() -> None:
     reference = step["reference_lightly_style"]
     result = {
         "benchmark": "pretrain_step",
+        "malloc_tuning": malloc_tuning,
         "model": "vit_small/16",
         "crops": f"2x224 + {args.num_local_crops}x96",
         "batch_size": args.batch_size,
