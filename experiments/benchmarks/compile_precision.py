@@ -35,7 +35,7 @@ import json
 import statistics
 
 import torch
-from backbone import make_steps, matmul_flops_per_second, time_call  # same folder: run as a script
+from backbone import MatmulReference, make_steps, time_call  # same folder: run as a script
 from torch._dynamo.utils import counters
 from torch.profiler import ProfilerActivity, profile
 from torch.profiler._memory_profiler import Action
@@ -136,7 +136,7 @@ def main() -> None:
                 if not checkpointing:  # eval-mode forward: checkpointing changes nothing there
                     runners[name, mode]["forward"] = in_mode(forward, bf16, checkpointing, model)
 
-    matmul = matmul_flops_per_second()
+    reference = MatmulReference()
     times = {key: {phase: [] for phase in phases} for key, phases in runners.items()}
     for phases in runners.values():  # warm-up: compilation, allocator, oneDNN caches
         for run in phases.values():
@@ -146,7 +146,8 @@ def main() -> None:
         for key in keys if round_index % 2 == 0 else reversed(keys):  # no first-mover bias
             for phase, run in runners[key].items():
                 times[key][phase] += time_call(run, 1)
-    matmul = max(matmul, matmul_flops_per_second())  # the better of two takes, before and after
+        reference.time()
+    matmul = reference.flops_per_second
 
     median = {key: {phase: statistics.median(t) for phase, t in phases.items()} for key, phases in times.items()}
     flops = next(model for (name, _), model in models.items() if name == "vanilla").flops_per_image()
