@@ -40,6 +40,8 @@ def unfuse_bias_pass():  # noqa: ANN201 (the class exists only once inductor is 
         On CPU ``addmm`` first copies the broadcast bias into every output row, one extra pass over the
         activations (~5 % of a ViT-S forward). As a pointwise add, the bias fuses into the kernel that
         follows anyway (GELU, LayerScale and the residual add). Inductor does the same on GPUs.
+        In a training graph the result may also be saved for the backward (a graph output): the
+        fused kernel then writes it beside its own output, still without the separate bias pass.
         """
 
         def __call__(self, graph: torch.fx.Graph) -> None:
@@ -57,7 +59,9 @@ def unfuse_bias_pass():  # noqa: ANN201 (the class exists only once inductor is 
                 if not on_cpu or bias_value is None or bias_value.ndim != 1:
                     continue
                 # Pointwise readers, or the concatenation of q/k/v (a cat of pointwise inputs is one kernel).
-                if not all(is_pointwise_use(use, lambda op: op is aten.cat.default) for use in node.users):
+                if not all(
+                    use.op == "output" or is_pointwise_use(use, lambda op: op is aten.cat.default) for use in node.users
+                ):
                     continue
                 with graph.inserting_before(node):
                     product = graph.call_function(aten.mm.default, (mat1, mat2))
