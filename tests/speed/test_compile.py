@@ -100,3 +100,40 @@ def test_slow_compiled_pretraining_steps_match_eager(tmp_path):
     for name, grad in reference.grads.items():
         scale = grad.abs().max().clamp_min(1e-8)
         torch.testing.assert_close(result.grads[name] / scale, grad / scale, rtol=0, atol=3e-2, msg=name)
+
+
+def traced(fn, *inputs):
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    return make_fx(fn)(*inputs)  # aten-level graph, each node with its value's metadata
+
+
+def targets(graph_module):
+    return [node.target for node in graph_module.graph.nodes if node.op == "call_function"]
+
+
+def test_unfuse_bias_pass_splits_addmm_before_pointwise_readers_and_saved_outputs():
+    from clsvit_lightning.training.compile import unfuse_bias_pass
+
+    aten = torch.ops.aten
+    x, w, b = torch.randn(6, 4), torch.randn(4, 5), torch.randn(5)
+
+    def pre_activation_saved(x, w, b):  # a training graph: GELU's input is also kept for the backward
+        product = aten.addmm(b, x, w)
+        return aten.gelu(product), product
+
+    def read_by_a_matmul(x, w, b):  # not pointwise: the bias stays in the GEMM
+        return aten.mm(aten.addmm(b, x, w), w.t())
+
+    graph = traced(pre_activation_saved, x, w, b)
+    expected = graph(x, w, b)
+    unfuse_bias_pass()(graph.graph)
+    graph.recompile()
+    assert aten.addmm.default not in targets(graph)
+    assert {aten.mm.default, aten.add.Tensor} <= set(targets(graph))
+    for got, want in zip(graph(x, w, b), expected, strict=True):
+        torch.testing.assert_close(got, want)
+
+    graph = traced(read_by_a_matmul, x, w, b)
+    unfuse_bias_pass()(graph.graph)
+    assert aten.addmm.default in targets(graph)
