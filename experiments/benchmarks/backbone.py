@@ -3,7 +3,8 @@
     .venv/bin/python experiments/benchmarks/backbone.py [--size small --patch_size 16 --batch_size 16]
 
 Prints one JSON object. Everything is measured in this process, with the variants interleaved
-round by round so that drifts of the machine hit them alike; medians over the rounds are used.
+round by round so that drifts of the machine hit them alike: rates are medians over the rounds,
+ratios the medians of the per-round ratios (``paired_ratio``).
 Targets (issue 2, 2-core CPU): specialized / vanilla time <= 1.02 for the forward and for the
 train step; forward FLOP/s >= 0.6 x the FLOP/s of a 2048x2048 fp32 matmul (issue 10: >= 0.75).
 Compiled, bf16 and activation-checkpointed variants, and peak memory: ``compile_precision.py``.
@@ -39,6 +40,15 @@ def time_call(fn, rounds: int, page_faults: list[int] | None = None) -> list[flo
         if page_faults is not None:
             page_faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults)
     return times
+
+
+def paired_ratio(numerator: list[float], denominator: list[float]) -> float:
+    """Median over rounds of ``numerator[r] / denominator[r]``.
+
+    Each pair ran in the same round, so a drift of the shared machine that spans rounds cancels in
+    each ratio.
+    """
+    return statistics.median(n / d for n, d in zip(numerator, denominator, strict=True))
 
 
 class MatmulReference:
@@ -152,7 +162,7 @@ def main() -> None:
     parser.add_argument("--batch_size", type=int, default=16)
     parser.add_argument("--specialization", default="paper")
     parser.add_argument("--num_registers", type=int, default=0)
-    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--rounds", type=int, default=11)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     args = parser.parse_args()
     malloc_tuning = keep_freed_memory()  # as `clsvit` does, before the first tensor
@@ -207,12 +217,9 @@ def main() -> None:
         f"{name}_{phase}": statistics.median(faults[name][phase]) for name in variants for phase in phases
     }
     for phase in ("forward", "train_step"):
-        result[f"time_ratio_{phase}"] = statistics.median(times["specialized"][phase]) / statistics.median(
-            times["vanilla"][phase]
-        )
+        result[f"time_ratio_{phase}"] = paired_ratio(times["specialized"][phase], times["vanilla"][phase])
     result["fused_residual_speedup_forward"] = {
-        name: statistics.median(times[name]["forward_unfused"]) / statistics.median(times[name]["forward"])
-        for name in variants
+        name: paired_ratio(times[name]["forward_unfused"], times[name]["forward"]) for name in variants
     }
     forward_flops_per_s = flops * args.batch_size / statistics.median(times["vanilla"]["forward"])
     result["forward_gflops_per_s"] = forward_flops_per_s / 1e9

@@ -3,8 +3,8 @@
     .venv/bin/python experiments/benchmarks/compile_precision.py [--size small --batch_size 8 --rounds 3]
 
 Prints one JSON object. Every variant (vanilla and specialized x mode) is measured in this process,
-interleaved round by round, medians over rounds; on a shared machine read the ratios, not the
-absolute numbers. Modes:
+interleaved round by round, medians over rounds (ratios: medians of the per-round ratios); on a
+shared machine read the ratios, not the absolute numbers. Modes:
 
 * ``eager``, ``compiled`` (blocks compiled in place, ``training/compile.py``): forward and train step;
 * ``eager_bf16``, ``compiled_bf16``: the same under ``torch.autocast("cpu", torch.bfloat16)``, as the
@@ -35,7 +35,7 @@ import json
 import statistics
 
 import torch
-from backbone import MatmulReference, make_steps, time_call  # same folder: run as a script
+from backbone import MatmulReference, make_steps, paired_ratio, time_call  # same folder: run as a script
 from torch._dynamo.utils import counters
 from torch.profiler import ProfilerActivity, profile
 from torch.profiler._memory_profiler import Action
@@ -167,12 +167,12 @@ def main() -> None:
             for phase, seconds in phases.items()
         },
         "time_ratio_specialized_vs_vanilla": {
-            f"{mode}_{phase}": median["specialized", mode][phase] / median["vanilla", mode][phase]
+            f"{mode}_{phase}": paired_ratio(times["specialized", mode][phase], times["vanilla", mode][phase])
             for mode in modes
             for phase in median["vanilla", mode]
         },
         "speedup_vs_eager": {
-            f"{name}_{mode}_{phase}": median[name, "eager"][phase] / median[name, mode][phase]
+            f"{name}_{mode}_{phase}": paired_ratio(times[name, "eager"][phase], times[name, mode][phase])
             for name in ("vanilla", "specialized")
             for mode in modes
             for phase in median[name, mode]
