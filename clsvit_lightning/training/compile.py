@@ -59,9 +59,10 @@ def unfuse_bias_pass():  # noqa: ANN201 (the class exists only once inductor is 
                 if not on_cpu or bias_value is None or bias_value.ndim != 1:
                     continue
                 # Pointwise readers, or the concatenation of q/k/v (a cat of pointwise inputs is one kernel).
-                if not all(
-                    use.op == "output" or is_pointwise_use(use, lambda op: op is aten.cat.default) for use in node.users
-                ):
+                # Saved for the backward (a graph output) is fine beside such a reader; alone, the
+                # add would be a kernel of its own with nothing to fuse into.
+                readers = [use for use in node.users if use.op != "output"]
+                if not readers or not all(is_pointwise_use(use, lambda op: op is aten.cat.default) for use in readers):
                     continue
                 with graph.inserting_before(node):
                     product = graph.call_function(aten.mm.default, (mat1, mat2))

@@ -1,8 +1,9 @@
 """Keep freed CPU memory for reuse: what CUDA's caching allocator does for GPU tensors.
 
 PyTorch's CPU allocator calls ``malloc``/``free`` for every tensor. glibc serves a block above its
-mmap threshold (128 KiB at first, adjusted as blocks are freed) with a fresh ``mmap`` that ``free``
-unmaps, and gives the heap top back to the kernel beyond 128 KiB (the trim threshold). A step that
+mmap threshold (128 KiB at first, raised to the size of freed mapped blocks) with a fresh ``mmap``
+that ``free`` unmaps, and gives free memory at the heap top back to the kernel beyond the trim
+threshold (128 KiB at first, then twice the mmap threshold). A step that
 allocates the same activations as the one before then faults them in again, 4 KiB page by page,
 each page zeroed by the kernel. On the development machine, ViT-S/16 at batch 16 took 35-46
 thousand minor faults per forward run alone (7-11 % of its time) and 19-22 thousand per train step
@@ -16,7 +17,8 @@ not handed back to the kernel between steps. PyTorch's CPU tuning guide
 gets the same from jemalloc or tcmalloc, which would have to be preloaded into the process.
 
 ``clsvit`` applies it at startup, and so do the benchmarks; ``CLSVIT_MALLOC_TUNING=0`` turns it off.
-It is a no-op outside glibc (macOS, musl), where ``keep_freed_memory`` returns False.
+It is a no-op outside glibc (macOS, musl) and under a preloaded allocator (jemalloc, tcmalloc,
+mimalloc: ``LD_PRELOAD``), where ``keep_freed_memory`` returns False.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ M_MMAP_THRESHOLD = -3
 MMAP_THRESHOLD_BYTES = 32 * 2**20  # glibc's ceiling for M_MMAP_THRESHOLD on 64-bit (HEAP_MAX_SIZE / 2)
 TRIM_THRESHOLD_BYTES = 2**30
 ENV_SWITCH = "CLSVIT_MALLOC_TUNING"
+PRELOADED_ALLOCATORS = ("jemalloc", "tcmalloc", "mimalloc")
 
 
 def keep_freed_memory(
@@ -40,11 +43,13 @@ def keep_freed_memory(
     """Raise glibc's mmap and trim thresholds for this process; True when glibc accepted both.
 
     Forked children (data-loader workers) inherit the setting. ``CLSVIT_MALLOC_TUNING=0`` in the
-    environment leaves ``malloc`` as it is and returns False. ``libc``: the C library to configure
-    (default: this process' glibc).
+    environment, or an allocator in ``LD_PRELOAD``, leaves ``malloc`` as it is and returns False.
+    ``libc``: the C library to configure (default: this process' glibc).
     """
     if os.environ.get(ENV_SWITCH, "1").strip().lower() in {"0", "false", "off", "no"}:
         return False
+    if any(name in os.environ.get("LD_PRELOAD", "") for name in PRELOADED_ALLOCATORS):
+        return False  # malloc is not glibc's: its mallopt would change nothing that is used
     if libc is None:
         if platform.libc_ver()[0] != "glibc":
             return False

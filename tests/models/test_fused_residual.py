@@ -87,7 +87,23 @@ def test_inference_mlp_applies_the_gelu_in_place_with_the_same_outputs(monkeypat
     with_autograd = model.forward_features(images)["x_prenorm"]  # the out-of-place GELU, which has a backward
     assert not calls
     with_autograd.sum().backward()
-    monkeypatch.setattr(token_ops, "_gelu_in_place_applies", lambda *args: False)
+    monkeypatch.setattr(token_ops.TokenMlp, "_gelu_in_place_applies", lambda *args: False)
     with torch.no_grad():
         assert torch.equal(in_place, model.forward_features(images)["x_prenorm"])
     assert torch.equal(in_place, with_autograd.detach())
+
+
+def test_inference_mlp_steps_aside_for_hooks_on_fc1_and_act():
+    model = tiny("paper;mlp:all", 1).float().eval()
+    images = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        reference = model.forward_features(images)["x_prenorm"]
+    seen = []
+    for block in model.blocks:
+        block.mlp.fc1.register_forward_hook(lambda module, args, out: seen.append("fc1"))
+        block.mlp.act.register_forward_hook(lambda module, args, out: seen.append("act"))
+    with torch.no_grad():
+        hooked = model.forward_features(images)["x_prenorm"]
+    # Every block's fc1 once, and its GELU on both token groups.
+    assert seen.count("fc1") == len(model.blocks) and seen.count("act") == 2 * len(model.blocks)
+    assert torch.equal(hooked, reference)

@@ -125,6 +125,9 @@ def test_unfuse_bias_pass_splits_addmm_before_pointwise_readers_and_saved_output
     def read_by_a_matmul(x, w, b):  # not pointwise: the bias stays in the GEMM
         return aten.mm(aten.addmm(b, x, w), w.t())
 
+    def only_returned(x, w, b):  # no reader to fuse the add into
+        return aten.addmm(b, x, w)
+
     graph = traced(pre_activation_saved, x, w, b)
     expected = graph(x, w, b)
     unfuse_bias_pass()(graph.graph)
@@ -134,6 +137,7 @@ def test_unfuse_bias_pass_splits_addmm_before_pointwise_readers_and_saved_output
     for got, want in zip(graph(x, w, b), expected, strict=True):
         torch.testing.assert_close(got, want)
 
-    graph = traced(read_by_a_matmul, x, w, b)
-    unfuse_bias_pass()(graph.graph)
-    assert aten.addmm.default in targets(graph)
+    for kept in (read_by_a_matmul, only_returned):
+        graph = traced(kept, x, w, b)
+        unfuse_bias_pass()(graph.graph)
+        assert aten.addmm.default in targets(graph)

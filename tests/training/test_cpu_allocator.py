@@ -2,6 +2,7 @@ import os
 import platform
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -36,6 +37,14 @@ def test_sets_the_mmap_threshold_then_the_trim_threshold(monkeypatch):
 @pytest.mark.parametrize("value", ["0", "off", "False"])
 def test_the_environment_switch_turns_it_off(monkeypatch, value):
     monkeypatch.setenv(cpu_allocator.ENV_SWITCH, value)
+    libc = FakeLibc()
+    assert not keep_freed_memory(libc=libc)
+    assert libc.calls == []
+
+
+def test_a_preloaded_allocator_is_left_alone(monkeypatch):
+    monkeypatch.delenv(cpu_allocator.ENV_SWITCH, raising=False)
+    monkeypatch.setenv("LD_PRELOAD", "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2")
     libc = FakeLibc()
     assert not keep_freed_memory(libc=libc)
     assert libc.calls == []
@@ -80,7 +89,19 @@ def run_pattern(tuning: str) -> tuple[bool, list[int]]:
     return tuned == "True", [int(f) for f in faults]
 
 
-@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's malloc only")
+def glibc_defaults_in_use() -> bool:
+    """glibc's malloc with its default thresholds, faulting in 4 KiB pages (no THP on every heap)."""
+    thp = Path("/sys/kernel/mm/transparent_hugepage/enabled")
+    return (
+        platform.libc_ver()[0] == "glibc"
+        and not os.environ.get("LD_PRELOAD")
+        and not os.environ.get("GLIBC_TUNABLES")
+        and not any(key.startswith("MALLOC_") for key in os.environ)
+        and not (thp.exists() and "[always]" in thp.read_text())
+    )
+
+
+@pytest.mark.skipif(not glibc_defaults_in_use(), reason="glibc's malloc, default settings, 4 KiB page faults")
 def test_freed_tensors_are_reused_without_page_faults():
     tuned, faults = run_pattern("1")
     assert tuned
