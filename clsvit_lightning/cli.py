@@ -30,7 +30,10 @@ PROJECT_COMMANDS: dict[str, Callable[[list[str]], object]] = {
 
 def main(args: list[str] | None = None) -> None:
     """Console entry point (``clsvit``)."""
-    keep_freed_memory()  # before any tensor exists; see training/cpu_allocator.py
+    try:
+        keep_freed_memory()  # before any tensor exists; see training/cpu_allocator.py
+    except ValueError as error:  # a bad CLSVIT_MALLOC_TUNING value
+        raise SystemExit(f"clsvit: {error}") from None
     run(args)
 
 

@@ -169,6 +169,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=11)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     args = parser.parse_args()
+    if args.rounds < 1:
+        parser.error(f"--rounds must be at least 1, got {args.rounds}")
     malloc_tuning = keep_freed_memory()  # as `clsvit` does, before the first tensor
     if args.threads:
         torch.set_num_threads(args.threads)

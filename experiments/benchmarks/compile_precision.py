@@ -108,6 +108,8 @@ def main() -> None:
     parser.add_argument("--memory_batch_size", type=int, default=16)
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args()
+    if args.rounds < 1:
+        parser.error(f"--rounds must be at least 1, got {args.rounds}")
     malloc_tuning = keep_freed_memory()  # as `clsvit` does (training/cpu_allocator.py)
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -42,6 +42,12 @@ def test_the_environment_switch_turns_it_off(monkeypatch, value):
     assert libc.calls == []
 
 
+def test_an_unknown_switch_value_is_an_error_naming_the_variable(monkeypatch):
+    monkeypatch.setenv(cpu_allocator.ENV_SWITCH, "maybe")
+    with pytest.raises(ValueError, match="CLSVIT_MALLOC_TUNING='maybe'"):
+        keep_freed_memory(libc=FakeLibc())
+
+
 def test_a_preloaded_allocator_is_left_alone(monkeypatch):
     monkeypatch.delenv(cpu_allocator.ENV_SWITCH, raising=False)
     monkeypatch.setenv("LD_PRELOAD", "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2")
@@ -119,3 +125,12 @@ def test_the_clsvit_command_tunes_malloc_before_it_runs(monkeypatch):
     monkeypatch.setattr(cli, "run", lambda args: events.append(("run", args)))
     cli.main(["summary"])
     assert events == ["malloc", ("run", ["summary"])]
+
+
+def test_the_clsvit_command_reports_a_bad_switch_value_without_a_traceback(monkeypatch):
+    from clsvit_lightning import cli
+
+    monkeypatch.setenv(cpu_allocator.ENV_SWITCH, "maybe")
+    monkeypatch.setattr(cli, "run", lambda args: pytest.fail("ran despite the bad setting"))
+    with pytest.raises(SystemExit, match="clsvit: CLSVIT_MALLOC_TUNING='maybe'"):
+        cli.main(["summary"])
