@@ -52,6 +52,10 @@ class DINOv2Pretraining(LightningModule):
         head_bottleneck_dim: int = 256,
         separate_ibot_head: bool = False,
         ibot_num_prototypes: int = 65536,
+        # The separate iBOT head has its own sizes; DINOv2's vitl14 recipe widens only the DINO head's
+        # bottleneck (384), the iBOT head keeps the defaults.
+        ibot_head_hidden_dim: int = 2048,
+        ibot_head_bottleneck_dim: int = 256,
         # losses
         dino_loss_weight: float = 1.0,
         ibot_loss_weight: float = 1.0,
@@ -91,7 +95,7 @@ class DINOv2Pretraining(LightningModule):
             modules = {"backbone": backbone, "dino_head": dino}
             if separate_ibot_head and ibot_loss_weight > 0:
                 modules["ibot_head"] = DINOHead(
-                    backbone.embed_dim, ibot_num_prototypes, head_hidden_dim, head_bottleneck_dim
+                    backbone.embed_dim, ibot_num_prototypes, ibot_head_hidden_dim, ibot_head_bottleneck_dim
                 )
             return nn.ModuleDict(modules)
 

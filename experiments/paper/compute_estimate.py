@@ -111,12 +111,11 @@ def dinov2_flops_per_image(config: dict) -> float:
     dino = head_flops_per_token(
         model.embed_dim, task["num_prototypes"], task["head_hidden_dim"], task["head_bottleneck_dim"]
     )
-    ibot = head_flops_per_token(
-        model.embed_dim,
-        task["ibot_num_prototypes"] if task["separate_ibot_head"] else task["num_prototypes"],
-        task["head_hidden_dim"],
-        task["head_bottleneck_dim"],
-    )
+    if task["separate_ibot_head"]:
+        ibot_sizes = (task["ibot_num_prototypes"], task["ibot_head_hidden_dim"], task["ibot_head_bottleneck_dim"])
+    else:
+        ibot_sizes = (task["num_prototypes"], task["head_hidden_dim"], task["head_bottleneck_dim"])
+    ibot = head_flops_per_token(model.embed_dim, *ibot_sizes)
     student = 2 * global_fwd + num_local * local_fwd + (2 + num_local) * dino + masked * ibot
     teacher = 2 * global_fwd + 2 * dino + masked * ibot
     return 3 * student + teacher

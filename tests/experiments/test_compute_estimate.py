@@ -54,3 +54,11 @@ def test_an_epoch_is_dinov2s_1250_iterations_when_the_recipe_limits_it():
     assert ESTIMATE.iterations_per_epoch(recipe["trainer"], 1_281_167, 512) == 1250
     assert ESTIMATE.iterations_per_epoch(recipe["trainer"], 1_281_167, 2048) == 625  # a pass is shorter
     assert ESTIMATE.iterations_per_epoch({"max_epochs": 800}, 1_281_167, 2048) == 625  # DeiT III: passes
+
+
+def test_vitl14_recipe_widens_the_dino_head_only():
+    # DINOv2 vitl14.yaml: DINO head bottleneck 384; the separate iBOT head keeps 2048 hidden / 256 bottleneck.
+    recipe = ESTIMATE.load_configs(["configs/pretrain/dinov2.yaml", "configs/pretrain/vitl14_paper.yaml"])
+    task = recipe["model"]["init_args"]
+    assert task["head_bottleneck_dim"] == 384
+    assert (task["ibot_head_hidden_dim"], task["ibot_head_bottleneck_dim"]) == (2048, 256)

@@ -48,6 +48,16 @@ def test_ema_update_formula():
         torch.testing.assert_close(new, 0.9 * old + 0.1 * student)
 
 
+def test_a_separate_ibot_head_takes_its_own_sizes():
+    module = tiny_module(
+        separate_ibot_head=True, ibot_num_prototypes=40, ibot_head_hidden_dim=24, ibot_head_bottleneck_dim=8
+    )
+    dino, ibot = module.student["dino_head"], module.student["ibot_head"]
+    assert dino.mlp[0].out_features == 48 and dino.last_layer.weight_v.shape == (64, 16)
+    assert ibot.mlp[0].out_features == 24 and ibot.last_layer.weight_v.shape == (40, 8)
+    assert module.ibot_center.center.shape[-1] == 40
+
+
 @pytest.mark.parametrize("targets", ["centering", "sinkhorn_knopp"])
 def test_a_few_steps_train_and_the_loss_decreases(tmp_path, targets):
     seed_everything(0)
