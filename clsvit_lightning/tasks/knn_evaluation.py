@@ -166,7 +166,10 @@ class KNNEvaluation(LightningModule):
         k_max, world_size = self.ks[-1], self.trainer.world_size
         everyone = queries if world_size == 1 else self.all_gather(queries).flatten(0, 1)  # [W * B, D]
         local_k = min(k_max, len(self.bank_labels))
-        similarities, index = (everyone @ self.bank_features.T).topk(local_k, dim=1)  # [W * B, k']
+        # fp32 even under a mixed-precision trainer: bf16 rounds cosines near 1 to steps of 0.004,
+        # which reorders near neighbours (and its exp() would not scatter into the fp32 votes).
+        with torch.autocast(self.device.type, enabled=False):
+            similarities, index = (everyone @ self.bank_features.T).topk(local_k, dim=1)  # [W * B, k']
         labels = self.bank_labels[index]
         if world_size == 1:
             return similarities, labels

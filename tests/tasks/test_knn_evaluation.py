@@ -2,6 +2,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 from lightning.pytorch import LightningDataModule, Trainer
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
@@ -62,6 +63,23 @@ def test_validate_matches_brute_force_knn_on_directly_computed_features(tmp_path
         for name, value in result.as_dict("knn").items():
             assert metrics[name] == pytest.approx(value, abs=1e-4), name
     assert not module.backbone.training
+
+
+def test_neighbours_are_searched_in_fp32_under_mixed_precision():
+    module = KNNEvaluation(tiny_backbone(), ks=(5,))
+    module.trainer = Trainer(accelerator="cpu", devices=1, logger=False)
+    module.ks = [5]
+    generator = torch.Generator().manual_seed(0)
+    module.bank_features = F.normalize(torch.randn(50, 32, generator=generator), dim=1)
+    module.bank_labels = torch.arange(50) % 4
+    queries = F.normalize(torch.randn(6, 32, generator=generator), dim=1)
+    expected = (queries @ module.bank_features.T).topk(5, dim=1)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        similarities, labels = module.nearest_neighbours(queries)
+        weighted_vote(similarities, labels, 4, 0.07)  # bf16 weights would not scatter into the fp32 votes
+    assert similarities.dtype == torch.float32
+    torch.testing.assert_close(similarities, expected.values, rtol=0, atol=0)
+    assert torch.equal(labels, module.bank_labels[expected.indices])
 
 
 def test_merging_per_shard_top_k_lists_gives_the_global_top_k():
@@ -144,8 +162,7 @@ def test_knn_of_a_supervised_checkpoint_through_the_cli(tmp_path):
             "--data.init_args.num_workers", "0",
             "--data.init_args.crop_size", "32",
             "--data.init_args.resize_size", "36",
-            "--trainer.precision", "32-true",
-            "--trainer.accelerator", "cpu",
+            "--trainer.accelerator", "cpu",  # the shipped precision (bf16-mixed) on CPU
             "--trainer.enable_progress_bar", "false",
         ]
     )  # fmt: skip
