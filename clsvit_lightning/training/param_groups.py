@@ -30,9 +30,11 @@ class ParamRole:
 def _is_no_weight_decay(module: nn.Module, local_name: str) -> bool:
     if local_name in getattr(module, "no_weight_decay", ()):
         return True
-    if isinstance(module, (nn.LayerNorm, nn.GroupNorm, nn.BatchNorm1d, nn.BatchNorm2d)):
+    # _NormBase: every BatchNorm and InstanceNorm, SyncBatchNorm included (Lightning converts the
+    # dense heads' BatchNorm to it under DDP with `sync_batchnorm`, before configure_optimizers).
+    if isinstance(module, (nn.LayerNorm, nn.GroupNorm, nn.modules.batchnorm._NormBase)):
         return True
-    return isinstance(module, (nn.Linear, nn.Conv2d)) and local_name == "bias"
+    return isinstance(module, (nn.Linear, nn.modules.conv._ConvNd)) and local_name == "bias"
 
 
 def _backbone_layer_ids(backbone: VisionTransformer) -> dict[int, int]:

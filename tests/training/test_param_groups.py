@@ -27,6 +27,16 @@ def test_no_weight_decay_on_biases_norms_and_layerscale_decided_by_module_type(m
         assert roles[name][1].wd_multiplier == 1.0  # DINOv2 decays tokens and weights
 
 
+@pytest.mark.parametrize("norm", [torch.nn.BatchNorm2d, torch.nn.SyncBatchNorm])
+def test_a_dense_head_decays_the_same_whether_or_not_its_batchnorm_is_synced(norm):
+    # Lightning swaps BatchNorm for SyncBatchNorm under DDP (`sync_batchnorm`) before the optimizer
+    # is built: one GPU and many must give the same groups.
+    head = torch.nn.Sequential(norm(8), torch.nn.Conv2d(8, 4, 1))
+    roles = parameter_roles({"head": head})
+    decayed = {name for name, (_, role) in roles.items() if role.wd_multiplier == 1.0}
+    assert decayed == {"head.1.weight"}
+
+
 def test_layerwise_lr_decay_and_patch_embed_multiplier(modules):
     roles = parameter_roles(modules, layerwise_decay=0.5, patch_embed_lr_multiplier=0.2)
     depth = 3
