@@ -30,10 +30,20 @@ def last_blocks(depth: int, count: int) -> list[int]:
     return list(range(depth - count, depth))
 
 
+# DINOv2's 4-layer depth probe lists its blocks per depth (dinov2/hub/depthers.py); ViT-L's first
+# one (4) is not what even spacing gives (5).
+DINOV2_DEPTH_BLOCKS = {12: [2, 5, 8, 11], 24: [4, 11, 17, 23], 40: [9, 19, 29, 39]}
+
+
 def evenly_spaced_blocks(depth: int, count: int = 4) -> list[int]:
-    """``count`` blocks ending with the last one, evenly spaced: depth 12 -> ``[2, 5, 8, 11]`` (DINOv2 depth)."""
+    """``count`` blocks ending with the last one, evenly spaced: depth 12 -> ``[2, 5, 8, 11]``.
+
+    For 4 blocks of ViT-S/B/L/g (depth 12, 24, 40) these are DINOv2's depth-probe blocks.
+    """
     if not 1 <= count <= depth:
         raise ValueError(f"cannot take {count} blocks of a {depth}-block backbone")
+    if count == 4 and depth in DINOV2_DEPTH_BLOCKS:
+        return list(DINOV2_DEPTH_BLOCKS[depth])
     return [depth * (k + 1) // count - 1 for k in range(count)]
 
 

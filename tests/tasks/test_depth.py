@@ -75,7 +75,9 @@ def test_bins_head_is_a_convex_combination_of_bin_centres():
 
 
 def test_features_are_frozen_with_cls_beside_patches_and_multilayer_blocks():
-    assert evenly_spaced_blocks(12) == [2, 5, 8, 11]  # DINOv2's ViT-S/B depth layers
+    # DINOv2's depth layers: ViT-S/B, L, g; other depths are evenly spaced.
+    assert [evenly_spaced_blocks(d) for d in (12, 24, 40)] == [[2, 5, 8, 11], [4, 11, 17, 23], [9, 19, 29, 39]]
+    assert evenly_spaced_blocks(8) == [1, 3, 5, 7] and evenly_spaced_blocks(24, 2) == [11, 23]
     model = tiny_model(mode="multilayer")
     model.train()
     assert not model.backbone.training and all(not p.requires_grad for p in model.backbone.parameters())
