@@ -112,7 +112,9 @@ class LinearProbe(LightningModule):
         """Logits ``[B, C]`` of every classifier of the grid."""
         blocks = self.extract(images)
         inputs = {key: create_linear_input(blocks, *key) for key in set(self.head_inputs.values())}
-        return {name: head(inputs[self.head_inputs[name]]) for name, head in self.heads.items()}
+        # Classifiers in fp32 whatever the trainer's precision: DINOv2 autocasts the feature extraction only.
+        with torch.autocast(images.device.type, enabled=False):
+            return {name: head(inputs[self.head_inputs[name]]) for name, head in self.heads.items()}
 
     # ------------------------------------------------------------ optimisation
     def configure_optimizers(self) -> torch.optim.Optimizer:

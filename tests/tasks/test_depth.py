@@ -74,6 +74,20 @@ def test_bins_head_is_a_convex_combination_of_bin_centres():
     torch.testing.assert_close(depth[:, 0], (weights * torch.linspace(1, 5, 5)[None, :, None, None]).sum(1))
 
 
+def test_under_mixed_precision_the_head_runs_in_fp32():
+    model = tiny_model().eval()
+    images = torch.randn(1, 3, 32, 40)
+    predictor = model.predictor
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        features = predictor.features(images)
+        outputs, _, _ = predictor._padded_outputs(images)
+        assert predictor.head(features).dtype == torch.bfloat16  # what the head would give under autocast
+    with torch.no_grad():
+        expected = predictor.head(features.float())  # fp32 depths from the bf16 features
+    assert outputs.dtype == torch.float32
+    torch.testing.assert_close(outputs, expected, rtol=0, atol=0)
+
+
 def test_features_are_frozen_with_cls_beside_patches_and_multilayer_blocks():
     # DINOv2's depth layers: ViT-S/B, L, g; other depths are evenly spaced.
     assert [evenly_spaced_blocks(d) for d in (12, 24, 40)] == [[2, 5, 8, 11], [4, 11, 17, 23], [9, 19, 29, 39]]

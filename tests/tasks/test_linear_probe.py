@@ -78,6 +78,20 @@ def test_grid_heads_have_the_input_size_of_their_features():
     assert set(logits) == set(module.heads) and all(v.shape == (2, 3) for v in logits.values())
 
 
+def test_under_mixed_precision_the_classifiers_run_in_fp32():
+    module = LinearProbe(tiny_backbone(), num_classes=3, learning_rates=[0.1])
+    images = torch.randn(2, 3, 32, 32)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        blocks = module.extract(images)
+        logits = module(images)
+    name = head_name(4, True, 0.1)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # what the classifier would give under autocast
+        assert module.heads[name](create_linear_input(blocks, 4, True)).dtype == torch.bfloat16
+    expected = module.heads[name](create_linear_input(blocks, 4, True))  # fp32 classifier on the bf16 features
+    assert logits[name].dtype == torch.float32
+    torch.testing.assert_close(logits[name], expected, rtol=0, atol=0)
+
+
 def test_backbone_stays_frozen_in_eval_mode_and_each_head_gets_its_own_lr(tmp_path):
     learning_rates = [0.5, 0.05, 0.005]
     module = LinearProbe(tiny_backbone(), num_classes=3, n_last_blocks_options=[1, 4], learning_rates=learning_rates)
