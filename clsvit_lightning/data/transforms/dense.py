@@ -1,9 +1,11 @@
 """Pipelines for dense tasks: semantic segmentation (image + class mask) and depth (image + depth map).
 
 Segmentation train is the mmseg ADE20K recipe of DINOv2's linear eval (recipe §3.3): random short-side
-rescale ``ratio_range=(0.5, 2.0)`` of ``base_size`` -> pad to the crop (image 0, mask 255) -> random
-crop with the ``cat_max_ratio`` rule -> flip 0.5 -> photometric distortion. Validation keeps the
-full image (for sliding-window inference, the protocol) or resizes its short side to ``base_size``.
+rescale ``ratio_range=(0.5, 2.0)`` of ``base_size`` -> random crop (at most the image) with the
+``cat_max_ratio`` rule -> flip 0.5 -> photometric distortion -> pad to the crop, bottom and right
+(image: the mean colour, i.e. 0 once normalised, as mmseg pads after ``Normalize``; mask: 255).
+Validation keeps the full image (for sliding-window inference, the protocol) or resizes its short
+side to ``base_size``.
 
 Depth train follows the NYUv2 recipe of the depth toolboxes DINOv2 uses (recipe §3.4): small
 rotation (+-2.5 deg, p=0.5), flip 0.5, random crop, brightness/contrast/gamma jitter. There is no
@@ -24,8 +26,11 @@ from clsvit_lightning.data.transforms.dense_ops import (
     RandomCropCatMaxRatio,
     RandomShortSideScale,
 )
+from clsvit_lightning.data.transforms.tensors import IMAGENET_MEAN
 
 IGNORE_INDEX = 255
+# uint8 RGB closest to the normalisation mean: within 0.01 of 0 once normalised (transforms/tensors.py).
+MEAN_COLOUR = tuple(round(255 * m) for m in IMAGENET_MEAN)
 
 
 def _compose(transforms: list) -> A.Compose:
@@ -43,18 +48,18 @@ def segmentation_train_transform(
     return _compose(
         [
             RandomShortSideScale(base_size, scale_range),
-            # Pad before cropping so small rescales still give a full crop; padding is ignored in the loss.
+            RandomCropCatMaxRatio(crop_size, crop_size, cat_max_ratio=cat_max_ratio, ignore_index=ignore_index),
+            A.HorizontalFlip(p=0.5),
+            PhotoMetricDistortion(),
+            # Last, as mmseg: the padding is neither distorted nor black; it is ignored in the loss.
             A.PadIfNeeded(
                 crop_size,
                 crop_size,
                 position="top_left",
                 border_mode=cv2.BORDER_CONSTANT,
-                fill=0,
+                fill=MEAN_COLOUR,
                 fill_mask=ignore_index,
             ),
-            RandomCropCatMaxRatio(crop_size, crop_size, cat_max_ratio=cat_max_ratio, ignore_index=ignore_index),
-            A.HorizontalFlip(p=0.5),
-            PhotoMetricDistortion(),
         ]
     )
 

@@ -49,8 +49,8 @@ class RandomCropCatMaxRatio(A.RandomCrop):
 
     Up to 10 candidate crops are drawn; the first whose label histogram (``ignore_index`` excluded)
     has more than one class and a largest class below ``cat_max_ratio`` of the labelled pixels is
-    kept, else the 10th. ``cat_max_ratio=1`` is a plain random crop. Pad the input to the crop size
-    first (``A.PadIfNeeded``).
+    kept, else the 10th. ``cat_max_ratio=1`` is a plain random crop. As in mmseg, a side shorter
+    than the crop is kept whole (the crop is ``min(crop, image)``): pad afterwards (``A.PadIfNeeded``).
     """
 
     def __init__(
@@ -64,7 +64,7 @@ class RandomCropCatMaxRatio(A.RandomCrop):
     def get_params_dependent_on_data(self, params: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
         mask = data.get("mask")
         for _ in range(self.max_tries):
-            crop = super().get_params_dependent_on_data(params, data)
+            crop = self._random_crop(*params["shape"][:2])
             if self.cat_max_ratio >= 1.0 or mask is None:
                 return crop
             x_min, y_min, x_max, y_max = crop["crop_coords"]
@@ -74,6 +74,13 @@ class RandomCropCatMaxRatio(A.RandomCrop):
             if len(counts) > 1 and counts.max() / counts.sum() < self.cat_max_ratio:
                 return crop
         return crop
+
+    def _random_crop(self, image_height: int, image_width: int) -> dict[str, Any]:
+        """mmseg's offsets: uniform in ``[0, max(image - crop, 0)]``, inclusive."""
+        height, width = min(self.height, image_height), min(self.width, image_width)
+        top = self.py_random.randint(0, image_height - height)
+        left = self.py_random.randint(0, image_width - width)
+        return {"crop_coords": (left, top, left + width, top + height), "pad_params": None}
 
     def get_transform_init_args_names(self) -> tuple[str, ...]:
         return ("height", "width", "cat_max_ratio", "ignore_index", "max_tries")

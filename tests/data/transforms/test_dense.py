@@ -6,6 +6,7 @@ import pytest
 from scipy import ndimage
 
 from clsvit_lightning.data.transforms.dense import (
+    MEAN_COLOUR,
     depth_train_transform,
     segmentation_train_transform,
     segmentation_val_transform,
@@ -20,10 +21,10 @@ def block_labels(height: int, width: int, block: int = 8) -> np.ndarray:
 
 def test_segmentation_train_moves_image_and_mask_together():
     pipeline = segmentation_train_transform(crop_size=32, base_size=24, scale_range=(0.5, 2.0))
-    transforms = pipeline.transforms
-    assert isinstance(transforms[-1], PhotoMetricDistortion)
+    transforms = list(pipeline.transforms)
+    assert isinstance(transforms[-2], PhotoMetricDistortion)
     # Without the photometric step the image encodes its label: value = 40 * label + 1.
-    geometry = A.Compose(transforms[:-1], seed=0)
+    geometry = A.Compose(transforms[:-2] + transforms[-1:], seed=0)
     mask = block_labels(24, 40, block=16)
     image = np.repeat((40 * mask + 1)[..., None], 3, axis=2)
     for _ in range(20):
@@ -35,15 +36,19 @@ def test_segmentation_train_moves_image_and_mask_together():
         interior[:2], interior[-2:], interior[:, :2], interior[:, -2:] = False, False, False, False  # crop borders
         assert interior.sum() > 100
         np.testing.assert_array_equal(out["image"][..., 0][interior], 40 * out["mask"][interior].astype(int) + 1)
-        # Padding (small rescales) is ignore in the mask and black in the image.
-        assert (out["image"][~labelled] == 0).all()
+        # Padding (small rescales) is ignore in the mask and the mean colour in the image.
+        assert (out["image"][~labelled] == MEAN_COLOUR).all()
 
 
 def test_segmentation_train_pads_small_images_with_ignore():
     pipeline = segmentation_train_transform(crop_size=64, base_size=16, scale_range=(1.0, 1.0))
-    out = pipeline(image=np.full((16, 16, 3), 9, np.uint8), mask=np.zeros((16, 16), np.uint8))
-    assert out["mask"].shape == (64, 64)
-    assert (out["mask"] == 255).sum() == 64 * 64 - 16 * 16
+    for seed in range(5):  # whatever the photometric draws
+        pipeline.set_random_seed(seed)
+        out = pipeline(image=np.full((16, 16, 3), 9, np.uint8), mask=np.zeros((16, 16), np.uint8))
+        assert out["mask"].shape == (64, 64) and out["image"].shape == (64, 64, 3)
+        # mmseg order: crop (the whole 16 x 16 image), distort, then pad bottom and right.
+        assert (out["mask"][:16, :16] == 0).all() and (out["mask"] == 255).sum() == 64 * 64 - 16 * 16
+        assert (out["image"][out["mask"] == 255] == MEAN_COLOUR).all()  # 0 once normalised, undistorted
 
 
 @pytest.mark.parametrize(("mode", "shape"), [("full", (30, 50)), ("resize", (20, 33))])

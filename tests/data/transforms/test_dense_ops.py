@@ -53,6 +53,17 @@ def test_cat_max_ratio_rejects_crops_dominated_by_one_class():
     assert plain_mixed < 30 and mixed > 60
 
 
+def test_crop_keeps_a_side_shorter_than_the_crop_whole_like_mmseg():
+    compose = A.Compose([RandomCropCatMaxRatio(20, 20, cat_max_ratio=1.0)], seed=0)
+    image = random_rgb(12, 50)
+    lefts = set()
+    for _ in range(200):
+        out = compose(image=image)["image"]
+        assert out.shape == (12, 20, 3)
+        lefts.add(int(np.flatnonzero((image[:, :, :] == out[:, :1]).all(axis=(0, 2)))[0]))
+    assert lefts == set(range(31))  # every offset in [0, 50 - 20], both ends included
+
+
 def test_cat_max_ratio_ignores_the_ignore_label():
     mask = np.full((10, 10), 255, np.uint8)
     mask[:, :5] = 0
