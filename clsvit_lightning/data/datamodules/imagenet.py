@@ -48,6 +48,7 @@ class ImageNetDataModule(LightningDataModule):
         global_crop_scale: tuple[float, float] = (0.32, 1.0),
         local_crop_scale: tuple[float, float] = (0.05, 0.32),
         blur_probabilities: BlurProbabilities = "as_applied",
+        crop_antialias: bool = False,
         patch_size: int = 16,
         mask_ratio_range: tuple[float, float] = (0.1, 0.5),
         mask_sample_probability: float = 0.5,
@@ -80,6 +81,7 @@ class ImageNetDataModule(LightningDataModule):
                 hp.global_crop_scale,
                 hp.local_crop_scale,
                 hp.blur_probabilities,
+                antialias=hp.crop_antialias,
             )
         return classification_transform(self.mode, hp.crop_size, hp.resize_size)
 

@@ -1,7 +1,7 @@
 """Single-view image pipelines for classification: supervised training, linear-probe training, evaluation.
 
 - ``eval``: resize the short side to ``resize_size`` (256), centre-crop ``crop_size`` (224), bicubic
-  (DINOv2 k-NN and linear eval, recipe §3.1–3.2).
+  (DINOv2 k-NN and linear eval, recipe §3.1–3.2). Every resize antialiases when it shrinks.
 - ``linear``: ``RandomResizedCrop(224)`` bicubic + flip 0.5 (DINOv2 linear-probe training, §3.2).
 - ``supervised``: DeiT-III "3-Augment": ``RandomResizedCrop(224, scale=(0.08, 1))`` + flip, then one
   of grayscale / solarize / Gaussian blur, then colour jitter 0.3 (Touvron et al. 2022, §3.2).
@@ -22,17 +22,16 @@ ClassificationPipeline = Literal["eval", "linear", "supervised"]
 
 def classification_transform(pipeline: ClassificationPipeline, crop_size: int = 224, resize_size: int = 256):
     """The named single-view pipeline as one ``A.Compose`` (``image=`` in, ``["image"]`` out)."""
-    bicubic = cv2.INTER_CUBIC
+    # Bicubic, and INTER_AREA when shrinking: cv2's cubic does not antialias, PIL's (DINOv2's and
+    # DeiT's torchvision) does; without it a 2x downscale aliases fine textures.
+    resize = {"interpolation": cv2.INTER_CUBIC, "area_for_downscale": "image"}
     if pipeline == "eval":
-        transforms = [
-            A.SmallestMaxSize(max_size=resize_size, interpolation=bicubic),
-            A.CenterCrop(crop_size, crop_size),
-        ]
+        transforms = [A.SmallestMaxSize(max_size=resize_size, **resize), A.CenterCrop(crop_size, crop_size)]
     elif pipeline == "linear":
-        transforms = [A.RandomResizedCrop((crop_size, crop_size), interpolation=bicubic), A.HorizontalFlip(p=0.5)]
+        transforms = [A.RandomResizedCrop((crop_size, crop_size), **resize), A.HorizontalFlip(p=0.5)]
     elif pipeline == "supervised":
         transforms = [
-            A.RandomResizedCrop((crop_size, crop_size), scale=(0.08, 1.0), interpolation=bicubic),
+            A.RandomResizedCrop((crop_size, crop_size), scale=(0.08, 1.0), **resize),
             A.HorizontalFlip(p=0.5),
             A.OneOf(
                 [

@@ -19,6 +19,11 @@ local           0.5              0.5
 
 The released DINOv2/DINOv3 checkpoints were trained with ``as_applied`` (dinov3 #286, PR #342;
 dinov2 PR #411), hence the default.
+
+Resizing. DINOv2 crops PIL images, whose bicubic resize antialiases when it shrinks; OpenCV's
+does not. ``antialias=True`` shrinks with ``INTER_AREA`` instead (nearly every crop shrinks): closer
+to the reference, at 0.56x the augmentation's speed (175-188 vs 318-328 samples/s/core on one core
+of the 2-core dev VM, 500x375 input). The default keeps the plain cubic resize, for speed.
 """
 
 from __future__ import annotations
@@ -46,11 +51,20 @@ def crop_pipeline(
     blur_probability: float,
     solarize_probability: float,
     interpolation: str = "bicubic",
+    antialias: bool = False,
 ) -> A.Compose:
-    """One crop type: random resized crop, flip, colour jitter, grayscale, blur, solarize (uint8 in and out)."""
+    """One crop type: random resized crop, flip, colour jitter, grayscale, blur, solarize (uint8 in and out).
+
+    ``antialias``: shrink with ``INTER_AREA`` (see :class:`MultiCropTransform`).
+    """
     return A.Compose(
         [
-            A.RandomResizedCrop((size, size), scale=scale, interpolation=INTERPOLATIONS[interpolation]),
+            A.RandomResizedCrop(
+                (size, size),
+                scale=scale,
+                interpolation=INTERPOLATIONS[interpolation],
+                area_for_downscale="image" if antialias else None,
+            ),
             A.HorizontalFlip(p=0.5),
             A.ColorJitter(brightness=0.4, contrast=0.4, saturation=0.2, hue=0.1, p=0.8),
             A.ToGray(num_output_channels=3, p=0.2),
@@ -81,6 +95,7 @@ class MultiCropTransform:
         local_crop_scale: tuple[float, float] = (0.05, 0.32),
         blur_probabilities: BlurProbabilities = "as_applied",
         interpolation: Literal["bicubic", "bilinear"] = "bicubic",
+        antialias: bool = False,
     ) -> None:
         if blur_probabilities not in BLUR_PROBABILITIES:
             raise ValueError(
@@ -96,11 +111,12 @@ class MultiCropTransform:
         self.num_local_crops = num_local_crops
         self.global_crop_size = global_crop_size
         self.local_crop_size = local_crop_size
-        self.global_1 = crop_pipeline(global_crop_size, global_crop_scale, blur_global_1, 0.0, interpolation)
+        resize = {"interpolation": interpolation, "antialias": antialias}
+        self.global_1 = crop_pipeline(global_crop_size, global_crop_scale, blur_global_1, 0.0, **resize)
         self.global_2 = crop_pipeline(
-            global_crop_size, global_crop_scale, blur_global_2, SOLARIZE_PROBABILITY_SECOND_GLOBAL, interpolation
+            global_crop_size, global_crop_scale, blur_global_2, SOLARIZE_PROBABILITY_SECOND_GLOBAL, **resize
         )
-        self.local = crop_pipeline(local_crop_size, local_crop_scale, blur_local, 0.0, interpolation)
+        self.local = crop_pipeline(local_crop_size, local_crop_scale, blur_local, 0.0, **resize)
 
     def __call__(self, image: np.ndarray) -> dict[str, list[np.ndarray]]:
         return {
