@@ -16,12 +16,17 @@ import numpy as np
 class RandomShortSideScale(A.DualTransform):
     """Resize so that the short side is ``base_size * r``, ``r ~ U(ratio_range)``, keeping the aspect ratio.
 
-    mmseg's ``Resize(img_scale=(4 * base, base), ratio_range=...)``: the long side is also capped at
-    ``max_long_side_ratio * base_size * r``. Image bilinear, masks nearest.
+    mmseg's ``Resize(img_scale=(long, base), ratio_range=...)``. DINOv2's configs set ``long`` to
+    99999999, i.e. no cap (the default, ``None``); mmseg's own ADE20K config caps the long side at
+    ``max_long_side_ratio * base_size * r`` with ratio 4. Image bilinear, masks nearest.
     """
 
     def __init__(
-        self, base_size: int, ratio_range: tuple[float, float] = (0.5, 2.0), max_long_side_ratio: float = 4.0, p=1.0
+        self,
+        base_size: int,
+        ratio_range: tuple[float, float] = (0.5, 2.0),
+        max_long_side_ratio: float | None = None,
+        p: float = 1.0,
     ) -> None:
         super().__init__(p=p)
         self.base_size = base_size
@@ -31,7 +36,9 @@ class RandomShortSideScale(A.DualTransform):
     def get_params_dependent_on_data(self, params: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
         height, width = params["shape"][:2]
         short_target = self.base_size * self.py_random.uniform(*self.ratio_range)
-        factor = min(short_target / min(height, width), self.max_long_side_ratio * short_target / max(height, width))
+        factor = short_target / min(height, width)
+        if self.max_long_side_ratio is not None:
+            factor = min(factor, self.max_long_side_ratio * short_target / max(height, width))
         return {"out_size": (max(1, int(height * factor + 0.5)), max(1, int(width * factor + 0.5)))}
 
     def apply(self, img: np.ndarray, out_size: tuple[int, int], **params: Any) -> np.ndarray:

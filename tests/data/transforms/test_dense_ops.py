@@ -27,9 +27,12 @@ def test_short_side_scale_range_and_aspect():
     assert 20 <= min(shorts) < 30 and 70 < max(shorts) <= 80  # 40 * [0.5, 2.0]
 
 
-def test_short_side_scale_caps_the_long_side():
-    # 1:10 image, short side target 40: the long side is capped at 4 * 40 = 160.
+def test_short_side_scale_caps_the_long_side_only_on_request():
+    # 1:10 image, short side target 40: DINOv2's configs do not cap the long side (img_scale 99999999).
     out = A.Compose([RandomShortSideScale(40, (1.0, 1.0))])(image=random_rgb(10, 100))
+    assert out["image"].shape[:2] == (40, 400)
+    # mmseg's own ADE20K config: the long side is capped at 4 * 40 = 160.
+    out = A.Compose([RandomShortSideScale(40, (1.0, 1.0), max_long_side_ratio=4.0)])(image=random_rgb(10, 100))
     assert out["image"].shape[:2] == (16, 160)
 
 
