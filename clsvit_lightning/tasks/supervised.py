@@ -27,6 +27,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from clsvit_lightning.models.vision_transformer import VisionTransformer
 from clsvit_lightning.tasks.dinov2_pretraining import NonFiniteLossError
+from clsvit_lightning.tasks.knn_evaluation import samples_on_rank
 from clsvit_lightning.training.lamb import Lamb
 from clsvit_lightning.training.mixup import MixupCutmix, one_hot_targets
 from clsvit_lightning.training.param_groups import build_param_groups
@@ -189,8 +190,17 @@ class DeiT3Supervised(LightningModule):
         self.log_dict({f"train/{name}": self.scheduled(name) for name in self.schedules}, batch_size=batch_size)
         return loss
 
+    def on_validation_epoch_start(self) -> None:
+        dataset = self.trainer.val_dataloaders.dataset
+        self.val_samples_left = samples_on_rank(len(dataset), self.trainer.global_rank, self.trainer.world_size)
+
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        images, labels = batch["image"], batch["label"]
+        # The last samples of a rank may repeat others (DistributedSampler padding): count each once.
+        real = min(len(batch["label"]), self.val_samples_left)
+        self.val_samples_left -= real
+        if real == 0:
+            return
+        images, labels = batch["image"][:real], batch["label"][:real]
         logits = self(images).float()
         targets = one_hot_targets(labels, self.hparams.num_classes)
         batch_size = len(images)

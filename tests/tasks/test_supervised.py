@@ -34,6 +34,10 @@ def tiny_backbone(specialization="vanilla"):
     )
 
 
+def collate(samples):  # module level: ddp_spawn pickles the loaders
+    return {"image": torch.stack([s[0] for s in samples]), "label": torch.stack([s[1] for s in samples])}
+
+
 class TinyLabelled(LightningDataModule):
     """Learnable in-memory data: class ``c`` adds ``+1`` to channel ``c`` of noise images."""
 
@@ -46,12 +50,7 @@ class TinyLabelled(LightningDataModule):
         self.batch_size = batch_size
 
     def _loader(self):
-        pairs = TensorDataset(self.images, self.labels)
-        collate = lambda samples: {  # noqa: E731
-            "image": torch.stack([s[0] for s in samples]),
-            "label": torch.stack([s[1] for s in samples]),
-        }
-        return DataLoader(pairs, batch_size=self.batch_size, collate_fn=collate)
+        return DataLoader(TensorDataset(self.images, self.labels), batch_size=self.batch_size, collate_fn=collate)
 
     train_dataloader = val_dataloader = _loader
 
@@ -124,6 +123,21 @@ def test_num_classes_must_match_the_datamodule(tmp_path):
     trainer = Trainer(default_root_dir=tmp_path, max_steps=1, accelerator="cpu", logger=False)
     with pytest.raises(ValueError, match="model num_classes=10 but the datamodule has 4 classes"):
         trainer.fit(DeiT3Supervised(tiny_backbone(), num_classes=10), data)
+
+
+def test_validation_on_two_ranks_counts_each_sample_once(tmp_path):
+    # 13 images over 2 ranks: the sampler repeats one on rank 1; accuracy is still over the 13.
+    data = TinyLabelled(num_classes=4, length=13, batch_size=4)
+    module = DeiT3Supervised(tiny_backbone(), num_classes=4)
+    with torch.no_grad():
+        expected = (module.eval()(data.images).argmax(dim=1) == data.labels).float().mean().item()
+    options = dict(
+        default_root_dir=tmp_path, accelerator="cpu", logger=False, enable_progress_bar=False,
+        enable_model_summary=False,
+    )  # fmt: skip
+    assert Trainer(devices=1, **options).validate(module, data, verbose=False)[0]["val/top1"] == pytest.approx(expected)
+    two_ranks = Trainer(devices=2, strategy="ddp_spawn", **options).validate(module, data, verbose=False)[0]
+    assert two_ranks["val/top1"] == pytest.approx(expected)
 
 
 def test_a_few_steps_through_the_cli_on_an_image_folder(tmp_path):
