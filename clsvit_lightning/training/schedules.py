@@ -20,7 +20,8 @@ def cosine_schedule(
 ) -> np.ndarray:
     """``freeze_steps`` zeros, a linear warmup to ``base_value``, then a half cosine to ``final_value``.
 
-    For step ``i`` of the cosine part of length ``C``:
+    The warmup's ``W`` steps go from ``start_warmup_value`` to ``base_value`` both included (DINOv2's
+    ``CosineScheduler``: ``np.linspace``). For step ``i`` of the cosine part of length ``C``:
     ``final + (base - final) * (1 + cos(pi * i / C)) / 2``.
     """
     for name, value in (("total_steps", total_steps), ("warmup_steps", warmup_steps), ("freeze_steps", freeze_steps)):
@@ -31,7 +32,7 @@ def cosine_schedule(
             f"freeze ({freeze_steps}) + warmup ({warmup_steps}) steps exceed the {total_steps} total steps"
         )
     freeze = np.zeros(freeze_steps)
-    warmup = np.linspace(start_warmup_value, base_value, warmup_steps, endpoint=False)
+    warmup = np.linspace(start_warmup_value, base_value, warmup_steps)
     cosine_steps = total_steps - freeze_steps - warmup_steps
     steps = np.arange(cosine_steps)
     cosine = final_value + 0.5 * (base_value - final_value) * (1 + np.cos(math.pi * steps / max(cosine_steps, 1)))
@@ -39,10 +40,12 @@ def cosine_schedule(
 
 
 def linear_warmup_then_constant(start_value: float, value: float, warmup_steps: int, total_steps: int) -> np.ndarray:
-    """Linear from ``start_value`` to ``value`` over ``warmup_steps``, then ``value`` (teacher temperature)."""
-    warmup_steps = min(warmup_steps, total_steps)
-    warmup = np.linspace(start_value, value, warmup_steps, endpoint=False)
-    return np.concatenate([warmup, np.full(total_steps - warmup_steps, value)])
+    """Linear from ``start_value`` to ``value`` (both included) over ``warmup_steps``, then ``value``.
+
+    DINOv2's teacher temperature. A warmup longer than the run is cut at ``total_steps``.
+    """
+    warmup = np.linspace(start_value, value, warmup_steps)[:total_steps]
+    return np.concatenate([warmup, np.full(total_steps - len(warmup), value)])
 
 
 def scaled_learning_rate(base_lr: float, total_batch_size: int, rule: str = "sqrt_wrt_1024") -> float:

@@ -138,9 +138,8 @@ def test_schedules_with_max_steps_only(tmp_path):
     fit.fit(module, TinySSLData(batch_size=4, length=16))
     assert fit.global_step == 6
     assert len(module.schedules["lr"]) == 6
-    assert module.schedules["lr"][:4].tolist() == pytest.approx(
-        [0.0, 0.25 * module.schedules["lr"][4], 0.5 * module.schedules["lr"][4], 0.75 * module.schedules["lr"][4]]
-    )
+    peak = module.schedules["lr"][4]  # the cosine's first value; the warmup (4 steps) ends on it, as in DINOv2
+    assert module.schedules["lr"][:4].tolist() == pytest.approx([0.0, peak / 3, 2 * peak / 3, peak])
 
 
 def test_fixed_length_epochs_count_the_limited_batches(tmp_path):
@@ -151,7 +150,7 @@ def test_fixed_length_epochs_count_the_limited_batches(tmp_path):
     fit.fit(module, TinySSLData(batch_size=4, length=16))
     assert fit.global_step == 6 and len(module.schedules["lr"]) == 6
     peak = module.schedules["lr"][2]
-    assert module.schedules["lr"][:3].tolist() == pytest.approx([0.0, 0.5 * peak, peak])
+    assert module.schedules["lr"][:3].tolist() == pytest.approx([0.0, peak, peak])  # warmup: 2 steps, 0 -> peak
 
 
 def test_uint8_batches_are_normalised_after_transfer():

@@ -15,7 +15,7 @@ def test_cosine_schedule_hand_computed_points():
     schedule = cosine_schedule(base_value=1.0, final_value=0.0, total_steps=14, warmup_steps=4, freeze_steps=2)
     assert len(schedule) == 14
     assert schedule[:2].tolist() == [0.0, 0.0]  # frozen
-    assert schedule[2:6].tolist() == pytest.approx([0.0, 0.25, 0.5, 0.75])  # warmup from 0
+    assert schedule[2:6].tolist() == pytest.approx([0.0, 1 / 3, 2 / 3, 1.0])  # warmup from 0 to base, both included
     cosine = schedule[6:]  # 8 steps: 0.5 * (1 + cos(pi * i / 8))
     assert cosine.tolist() == pytest.approx([0.5 * (1 + math.cos(math.pi * i / 8)) for i in range(8)])
     assert cosine[0] == 1.0 and cosine[4] == pytest.approx(0.5)
@@ -30,8 +30,11 @@ def test_dinov2_weight_decay_and_momentum_schedules():
 
 def test_teacher_temperature_warms_up_linearly_then_stays():
     schedule = linear_warmup_then_constant(0.04, 0.07, warmup_steps=30, total_steps=100)
-    assert schedule[0] == 0.04 and schedule[15] == pytest.approx(0.055) and schedule[30:].tolist() == [0.07] * 70
-    assert linear_warmup_then_constant(0.04, 0.07, warmup_steps=300, total_steps=10)[-1] < 0.07
+    # DINOv2: linspace(0.04, 0.07, 30), 0.07 reached at step 29, then constant.
+    assert schedule[0] == 0.04 and schedule[15] == pytest.approx(0.04 + 0.03 * 15 / 29)
+    assert schedule[29:].tolist() == pytest.approx([0.07] * 71)
+    cut = linear_warmup_then_constant(0.04, 0.07, warmup_steps=300, total_steps=10)
+    assert len(cut) == 10 and cut[-1] == pytest.approx(0.04 + 0.03 * 9 / 299)
 
 
 def test_value_at_holds_the_last_value_past_the_end():
