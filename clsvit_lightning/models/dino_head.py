@@ -12,7 +12,9 @@ class WeightNormPrototypes(nn.Module):
 
     Written out rather than through ``torch.nn.utils.parametrizations.weight_norm`` so that the
     state-dict keys are DINOv2's (``last_layer.weight_g`` ``[K, 1]``, ``last_layer.weight_v``
-    ``[K, bottleneck]``) and the normalisation stays in fp32 under mixed precision.
+    ``[K, bottleneck]``) and the weight's normalisation stays in fp32 under mixed precision. The
+    product follows autocast (bf16 logits under ``bf16-mixed``, as in DINOv3); the losses, centering
+    and Sinkhorn-Knopp upcast the logits to fp32 before their softmaxes.
     """
 
     def __init__(self, in_dim: int, num_prototypes: int) -> None:
