@@ -73,7 +73,9 @@ class _PrefixParameters:
         if self.specialized:
             for name in self._split:
                 if f"{prefix}prefix_{name}" not in state_dict and f"{prefix}{name}" in state_dict:
-                    state_dict[f"{prefix}prefix_{name}"] = state_dict[f"{prefix}{name}"]
+                    # A copy: with `load_state_dict(..., assign=True)` the same tensor would become
+                    # both parameters, and the two paths would share (and jointly train) one storage.
+                    state_dict[f"{prefix}prefix_{name}"] = state_dict[f"{prefix}{name}"].clone()
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 

@@ -78,6 +78,17 @@ def test_vanilla_state_dict_fills_the_prefix_twins_on_load():
     assert torch.equal(specialized.prefix_bias, shared.bias)
 
 
+def test_warm_start_with_assign_gives_the_twins_their_own_storage():
+    shared = TokenLayerNorm(8)
+    with torch.device("meta"):
+        specialized = TokenLayerNorm(8, specialized=True)
+    specialized.load_state_dict(shared.state_dict(), strict=True, assign=True)
+    assert torch.equal(specialized.prefix_weight, specialized.weight)
+    with torch.no_grad():
+        specialized.prefix_weight.add_(1.0)
+    assert torch.equal(specialized.weight, shared.weight)  # training one path leaves the other alone
+
+
 def test_no_weight_decay_is_declared_by_module_type():
     assert TokenLinear.no_weight_decay == {"bias", "prefix_bias"}
     assert {"weight", "bias", "prefix_weight", "prefix_bias"} == TokenLayerNorm.no_weight_decay
