@@ -70,6 +70,19 @@ def test_pos_embed_interpolation_is_bicubic_with_dinov2_offset():
     assert exact.shape == (1, 17, 48)
 
 
+@pytest.mark.parametrize("img_size", [32, 48])  # the stored grid, and an interpolated one
+def test_under_autocast_both_token_groups_enter_the_blocks_in_fp32(img_size):
+    model = VisionTransformer(img_size=32, patch_size=8, embed_dim=32, depth=1, num_heads=2, num_registers=2)
+    images = torch.randn(2, 3, img_size, img_size)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        prefix, patches = model.prepare_tokens(images)
+        embedded = model.patch_embed(images)
+    assert embedded.dtype == torch.bfloat16  # the conv runs in bf16 ...
+    assert prefix.dtype == patches.dtype == torch.float32  # ... the residual stream does not (DINOv2)
+    pos = model.interpolate_pos_encoding(img_size // 8, img_size // 8, torch.float32)
+    torch.testing.assert_close(patches, embedded.float() + pos[:, 1:], rtol=0, atol=0)
+
+
 def test_registers_get_no_positional_embedding():
     model = tiny(num_registers=2).eval()
     prefix, _ = model.prepare_tokens(torch.randn(1, 3, 32, 32))
