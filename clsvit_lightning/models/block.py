@@ -130,16 +130,39 @@ class Block(nn.Module):
         # Compiled, too: inductor fuses bias, LayerScale and residual into one kernel after a plain
         # mm (training/compile.py), which beats a GEMM accumulating into a copied residual.
         fused = self.fused_residual and not autocast_enabled(patches) and not torch.compiler.is_compiling()
-        if not fused or (self.training and self.drop_path_rate > 0):
+        if not fused or (self.training and self.drop_path_rate > 0) or not self._parts_run_as_plain_modules():
             branch = self.ls1(*self.attn(*self.norm1(prefix, patches)))
             prefix, patches = self._add_residual(prefix, patches, branch)
             branch = self.ls2(*self.mlp(*self.norm2(prefix, patches)))
             return self._add_residual(prefix, patches, branch)
-        # Through the modules' __call__ (project=False), so that forward hooks (the analysis) still fire.
+        # Through the modules' __call__ (project=False), so that the norms' hooks and attn's pre-hooks
+        # (the analysis) still fire.
         mixed = self.attn(*self.norm1(prefix, patches), project=False)
         prefix, patches = self._residual_linear(prefix, patches, mixed, self.attn.proj, self.ls1)
         hidden = self.mlp(*self.norm2(prefix, patches), project=False)
         return self._residual_linear(prefix, patches, hidden, self.mlp.fc2, self.ls2)
+
+    def _parts_run_as_plain_modules(self) -> bool:
+        """Whether the fused path computes exactly what calling each part as a module would.
+
+        It reads ``proj``/``fc2`` and LayerScale's parameters instead of calling them, and stops
+        ``attn``/``mlp`` before their projection: so it steps aside for forward hooks on ``attn`` or
+        ``mlp`` (they would see the pre-projection tensors), any hook on ``proj``, ``fc2``,
+        ``ls1``, ``ls2``, global module hooks, and replaced (wrapped, adapted) parts.
+        """
+        module_hooks = torch.nn.modules.module
+        if module_hooks._global_forward_hooks or module_hooks._global_forward_pre_hooks:
+            return False
+        if self.attn._forward_hooks or self.mlp._forward_hooks:
+            return False
+        parts = (self.attn.proj, self.mlp.fc2, self.ls1, self.ls2)
+        if any(part._forward_hooks or part._forward_pre_hooks for part in parts):
+            return False
+        return (
+            type(self.attn.proj) is TokenLinear
+            and type(self.mlp.fc2) is TokenLinear
+            and all(type(scale) in (LayerScale, TokenIdentity) for scale in (self.ls1, self.ls2))
+        )
 
     @staticmethod
     def _residual_linear(

@@ -107,3 +107,44 @@ def test_inference_mlp_steps_aside_for_hooks_on_fc1_and_act():
     # Every block's fc1 once, and its GELU on both token groups.
     assert seen.count("fc1") == len(model.blocks) and seen.count("act") == 2 * len(model.blocks)
     assert torch.equal(hooked, reference)
+
+
+@pytest.mark.parametrize(
+    ("part", "kind"),
+    [
+        ("attn.proj", "forward"), ("mlp.fc2", "forward"), ("ls1", "forward"), ("ls2", "pre"),
+        ("attn", "forward"), ("mlp", "forward"),
+    ],
+)  # fmt: skip
+def test_fused_residual_steps_aside_for_hooks_on_the_parts_it_reads(part, kind):
+    model = tiny("paper").eval()
+    images = torch.randn(2, 3, 32, 32, dtype=torch.float64)
+    module = model.blocks[0].get_submodule(part)
+    seen = []
+    if kind == "forward":
+        module.register_forward_hook(lambda m, args, output: seen.append(output))
+    else:
+        module.register_forward_pre_hook(lambda m, args: seen.append(args))
+    with torch.no_grad():
+        hooked = model.forward_features(images)["x_prenorm"]
+        set_fused(model, False)
+        plain = model.forward_features(images)["x_prenorm"]
+    assert len(seen) == 2  # the hook fired on the default path as on the plain one ...
+    for got, expected in zip(*seen, strict=True):
+        torch.testing.assert_close(got, expected, rtol=0, atol=0)  # ... and saw the same tensors
+    torch.testing.assert_close(hooked, plain)
+
+
+def test_a_hook_that_changes_proj_output_takes_effect():
+    model = tiny("paper").eval()
+    images = torch.randn(2, 3, 32, 32, dtype=torch.float64)
+    with torch.no_grad():
+        before = model.forward_features(images)["x_prenorm"]
+        model.blocks[0].attn.proj.register_forward_hook(lambda m, a, out: tuple(torch.zeros_like(o) for o in out))
+        after = model.forward_features(images)["x_prenorm"]
+    assert not torch.equal(before, after)
+    for gamma in (model.blocks[0].ls1.gamma, model.blocks[0].ls1.prefix_gamma):  # zeroing the branch another way
+        gamma.data.zero_()
+    model.blocks[0].attn.proj._forward_hooks.clear()
+    with torch.no_grad():
+        torch.testing.assert_close(model.forward_features(images)["x_prenorm"], after)
