@@ -1,10 +1,13 @@
 """``clsvit sweep``: run a W&B sweep file's combinations locally, one after another, no W&B server.
 
     clsvit sweep --sweep experiments/sweeps/specialization.yaml --out outputs/sweep \
-        [--base_config A.yaml B.yaml] [--probe_config SEG.yaml] [--dry_run]
+        [--base_config A.yaml B.yaml] [--pretrain_args="--data.init_args.root=/datasets/imagenet"]
+        [--probe_config SEG.yaml] [--probe_args="--data.init_args.root=/datasets/ade20k"] [--dry_run]
 
 ``--base_config`` replaces the ``--config`` files of the sweep's command (e.g. a tiny synthetic
-recipe instead of ImageNet); ``--probe_config`` adds a dense-probe stage per combination. Writes
+recipe instead of ImageNet); ``--pretrain_args`` adds arguments to it (one shell-quoted string:
+write it with ``=``). ``--probe_config`` adds a dense-probe stage per combination, ``--probe_args``
+arguments to that stage. Writes
 ``OUT/results.csv`` (parameters, mIoU, k-NN accuracy, overhead, every other metric) and
 ``OUT/pareto.png`` (mIoU against parameter overhead).
 """
@@ -22,7 +25,14 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--sweep", type=str, required=True, help="W&B sweep YAML (method grid or random)")
     parser.add_argument("--out", type=str, required=True, help="output folder (runs/, results.csv, pareto.png)")
     parser.add_argument("--base_config", type=str, nargs="+", default=None, help="replace the --config files")
+    parser.add_argument(
+        "--pretrain_args",
+        type=str,
+        default="",
+        help='extra arguments of every pretraining run: "--data.init_args.root=DIR"',
+    )
     parser.add_argument("--probe_config", type=str, nargs="+", default=None, help="dense-probe configs (adds a stage)")
+    parser.add_argument("--probe_args", type=str, default="", help="extra arguments of every probe run")
     parser.add_argument("--dry_run", action="store_true", help="print the commands, run nothing")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random search")
     parser.add_argument("--count", type=int | None, default=None, help="number of runs (random; first N of a grid)")
@@ -41,7 +51,10 @@ def sweep_main(argv: list[str]) -> list[dict[str, object]]:
     cfg = parser.parse_args(argv)
     try:
         config = load_sweep(cfg.sweep)
-        runs = plan_sweep(config, cfg.out, cfg.base_config, cfg.probe_config, seed=cfg.seed, count=cfg.count)
+        runs = plan_sweep(
+            config, cfg.out, cfg.base_config, cfg.probe_config, seed=cfg.seed, count=cfg.count,
+            pretrain_args=shlex.split(cfg.pretrain_args), probe_args=shlex.split(cfg.probe_args),
+        )  # fmt: skip
     except SweepConfigError as error:
         parser.error(f"--sweep: {error}")
     for name in ("base_config", "probe_config"):

@@ -53,8 +53,22 @@ class ResultsFile(Callback):
         if backbone is not None:
             metrics.update(describe_backbone(backbone)["summary"])
         result = {"stage": stage, "global_step": trainer.global_step, "metrics": metrics}
+        checkpoint = _last_checkpoint(trainer)
+        if checkpoint:  # wherever the logger put it (a W&B logger: under its save_dir)
+            result["checkpoint"] = checkpoint
+        elif "checkpoint" in previous:
+            result["checkpoint"] = previous["checkpoint"]
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(result, indent=2, sort_keys=True))
+
+
+def _last_checkpoint(trainer: Trainer) -> str:
+    """The newest checkpoint of the trainer's ``ModelCheckpoint`` (``last.ckpt`` first), or ``""``."""
+    callback = trainer.checkpoint_callback
+    if callback is None:
+        return ""
+    path = getattr(callback, "last_model_path", "") or getattr(callback, "best_model_path", "")
+    return str(Path(path).resolve()) if path else ""
 
 
 def _to_float(value: Any) -> float:

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from clsvit_lightning.ops.pareto import plot_pareto
-from clsvit_lightning.ops.results import read_run_metrics
+from clsvit_lightning.ops.results import RESULTS_NAME, read_run_metrics
 from clsvit_lightning.ops.slurm_requeue import REQUEUE_MARKER
 from clsvit_lightning.ops.sweep_config import combination_name, expand, render_command, replace_configs
 
@@ -53,8 +53,14 @@ def plan_sweep(
     probe_configs: list[str] | None = None,
     seed: int = 0,
     count: int | None = None,
+    pretrain_args: list[str] = (),
+    probe_args: list[str] = (),
 ) -> list[SweepRun]:
-    """One :class:`SweepRun` per combination, with the exact argv of each stage."""
+    """One :class:`SweepRun` per combination, with the exact argv of each stage.
+
+    ``pretrain_args``/``probe_args`` go after each stage's own arguments (a dataset root, a
+    shorter schedule); the sweep's parameters come before them.
+    """
     runs = []
     for index, params in enumerate(expand(config, seed=seed, count=count)):
         name = combination_name(index, params)
@@ -69,12 +75,13 @@ def plan_sweep(
         )
         if base_configs:
             pretrain = replace_configs(pretrain, base_configs)
-        stages = {"pretrain": [*pretrain, f"--trainer.default_root_dir={run_dir / 'pretrain'}", RESULTS_CALLBACK]}
+        root = f"--trainer.default_root_dir={run_dir / 'pretrain'}"
+        stages = {"pretrain": [*pretrain, *pretrain_args, root, RESULTS_CALLBACK]}
         if probe_configs:
             backbone_args = [f"--{k}={v}" for k, v in params.items() if k.startswith(BACKBONE_PREFIXES)]
             stages["probe"] = [
                 *CLSVIT, "fit", *(a for c in probe_configs for a in ("--config", c)), *backbone_args,
-                f"--model.init_args.pretrained={CHECKPOINT_PLACEHOLDER}",
+                f"--model.init_args.pretrained={CHECKPOINT_PLACEHOLDER}", *probe_args,
                 f"--trainer.default_root_dir={run_dir / 'probe'}", RESULTS_CALLBACK,
             ]  # fmt: skip
         runs.append(SweepRun(index, name, dict(params), run_dir, stages))
@@ -82,7 +89,15 @@ def plan_sweep(
 
 
 def latest_checkpoint(folder: Path) -> Path:
-    """The pretraining checkpoint the probe starts from: ``last.ckpt`` if any, else the newest ``.ckpt``."""
+    """The pretraining checkpoint the probe starts from.
+
+    The one ``ResultsFile`` recorded (the run's ``ModelCheckpoint``, wherever its logger put it,
+    e.g. under a W&B ``save_dir``); else ``last.ckpt`` under ``folder``, else its newest ``.ckpt``.
+    """
+    results = folder / RESULTS_NAME
+    recorded = json.loads(results.read_text()).get("checkpoint") if results.is_file() else None
+    if recorded and Path(recorded).is_file():
+        return Path(recorded)
     candidates = sorted(folder.rglob("last*.ckpt")) or sorted(folder.rglob("*.ckpt"), key=lambda p: p.stat().st_mtime)
     if not candidates:
         raise FileNotFoundError(

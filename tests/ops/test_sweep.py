@@ -123,6 +123,19 @@ def test_local_runner_collects_metrics_into_a_csv_and_a_pareto_plot(tmp_path, ca
     assert capsys.readouterr().out.count("done before, skipped") == 4
 
 
+def test_extra_arguments_reach_their_stage(tmp_path, capsys):
+    out = tmp_path / "out"
+    probe = str(REPO / "configs/dense/demo_synthetic_linear.yaml")
+    run([
+        "sweep", "--sweep", str(SHIPPED), "--out", str(out), "--count", "1", "--dry_run",
+        "--pretrain_args=--data.init_args.root=/datasets/imagenet --trainer.max_epochs=2",
+        "--probe_config", probe, "--probe_args=--data.init_args.root='/datasets/ade 20k'",
+    ])  # fmt: skip
+    pretrain, probe_line = [line for line in capsys.readouterr().out.splitlines() if not line.startswith("#")][:2]
+    assert "--data.init_args.root=/datasets/imagenet --trainer.max_epochs=2" in pretrain and "ade" not in pretrain
+    assert "'--data.init_args.root=/datasets/ade 20k'" in probe_line and "imagenet" not in probe_line
+
+
 def test_dry_run_prints_the_commands_and_runs_nothing(tmp_path, capsys):
     out = tmp_path / "out"
     base = str(REPO / "tests/ops/tiny_pretrain.yaml")
@@ -181,3 +194,22 @@ def test_finished_stages_are_not_rerun_and_a_stale_requeue_marker_is_ignored(tmp
     assert (tmp_path / "pretrain_runs").read_text() == "x"
     run_one(sweep_run, {}, rerun=True)
     assert (tmp_path / "pretrain_runs").read_text() == "xx"
+
+
+def test_the_probe_finds_the_checkpoint_wherever_the_logger_put_it(tmp_path):
+    # A W&B logger puts checkpoints under its save_dir, not the run's folder: ResultsFile records the path.
+    from lightning.pytorch import Trainer
+    from lightning.pytorch.callbacks import ModelCheckpoint
+    from lightning.pytorch.demos.boring_classes import BoringModel
+
+    from clsvit_lightning.ops import ResultsFile
+    from clsvit_lightning.ops.sweep_runner import latest_checkpoint
+
+    run_dir, elsewhere = tmp_path / "runs/000/pretrain", tmp_path / "wandb/clsvit/abc123/checkpoints"
+    trainer = Trainer(
+        default_root_dir=run_dir, max_steps=2, logger=False, enable_progress_bar=False, enable_model_summary=False,
+        callbacks=[ModelCheckpoint(dirpath=elsewhere, save_last=True), ResultsFile()],
+    )  # fmt: skip
+    trainer.fit(BoringModel())
+    assert not list(run_dir.rglob("*.ckpt"))
+    assert latest_checkpoint(run_dir) == (elsewhere / "last.ckpt").resolve()
