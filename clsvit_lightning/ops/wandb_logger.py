@@ -54,6 +54,16 @@ def resolve_wandb_mode(requested: str = "auto", environ: dict[str, str] | None =
     return "online" if has_wandb_credentials(env) else "offline"
 
 
+def wandb_mode_reason(requested: str = "auto", environ: dict[str, str] | None = None) -> str:
+    """Why :func:`resolve_wandb_mode` chose its mode, for the log line."""
+    env = os.environ if environ is None else environ
+    if _MODE_ALIASES.get(requested, requested) != "auto":
+        return "requested"
+    if env.get("WANDB_MODE", "").strip():
+        return f"WANDB_MODE={env['WANDB_MODE'].strip()}"
+    return "credentials found" if has_wandb_credentials(env) else "no credentials found"
+
+
 def slurm_job_key(environ: dict[str, str] | None = None) -> str | None:
     """``<job>`` or ``<array job>_<task>``: what ``scontrol requeue`` keeps across restarts."""
     env = os.environ if environ is None else environ
@@ -106,7 +116,7 @@ class ClsvitWandbLogger(WandbLogger):
             if version is None and kwargs.get("id") is None and self.mode == "online":
                 version = f"slurm-{job}"
         self._user_named = name is not None
-        rank_zero_info(f"W&B logger: mode={self.mode}" + (" (no credentials found)" if mode == "auto" else ""))
+        rank_zero_info(f"W&B logger: mode={self.mode} ({wandb_mode_reason(mode)})")
         super().__init__(
             name=name,
             save_dir=save_dir,

@@ -86,3 +86,15 @@ def test_mode_decision(tmp_path):
     assert resolve_wandb_mode("auto", {**home, "WANDB_BASE_URL": "https://wandb.mycorp.org"}) == "offline"
     with pytest.raises(ValueError, match="mode must be"):
         resolve_wandb_mode("sometimes", home)
+
+
+def test_the_log_line_gives_the_reason_for_the_mode(tmp_path):
+    from clsvit_lightning.ops.wandb_logger import wandb_mode_reason
+
+    home = {"HOME": str(tmp_path)}
+    assert wandb_mode_reason("auto", home) == "no credentials found"
+    assert wandb_mode_reason("auto", {**home, "WANDB_API_KEY": "x" * 40}) == "credentials found"
+    assert wandb_mode_reason("auto", {**home, "WANDB_API_KEY": "x" * 40, "WANDB_MODE": "disabled"}) == (
+        "WANDB_MODE=disabled"
+    )
+    assert wandb_mode_reason("offline", home) == "requested"
