@@ -68,14 +68,29 @@ def load_pretrained(
 
 
 def read_checkpoint(path: str | os.PathLike) -> Mapping[str, object]:
-    """``torch.load`` with ``weights_only=True`` and errors that name the file."""
+    """``torch.load`` with ``weights_only=True`` and errors that name the file.
+
+    A folder (a training run's root) stands for its newest ``last*.ckpt``, else its newest ``.ckpt``,
+    searched recursively: the W&B logger files checkpoints under ``<save_dir>/<project>/<run id>/``.
+    """
     path = Path(path)
+    if path.is_dir():
+        path = newest_checkpoint(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint file not found: {path}")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises several types for corrupt or unsafe files
         raise CheckpointMismatchError(f"cannot read checkpoint {path} as a weights-only torch file: {error}") from error
+
+
+def newest_checkpoint(folder: Path) -> Path:
+    """The newest ``last*.ckpt`` under ``folder`` (by modification time), else its newest ``.ckpt``."""
+    for pattern in ("last*.ckpt", "*.ckpt"):
+        found = sorted(folder.rglob(pattern), key=lambda p: p.stat().st_mtime)
+        if found:
+            return found[-1]
+    raise FileNotFoundError(f"no .ckpt file under the folder {folder}")
 
 
 def _unwrap(raw: Mapping[str, object], report: LoadReport) -> dict[str, Tensor]:

@@ -145,6 +145,24 @@ def test_unreadable_files_name_the_path(tmp_path):
         load_pretrained(build(), empty)
 
 
+def test_a_run_folder_stands_for_its_newest_last_checkpoint(tmp_path):
+    import os
+
+    old, new = source_model(), source_model()
+    segments = [tmp_path / "run/clsvit" / run_id / "checkpoints" for run_id in ("a1", "b2")]  # two requeue segments
+    for folder, model in zip(segments, (old, new), strict=True):
+        folder.mkdir(parents=True)
+        torch.save({"state_dict": model.state_dict()}, folder / "last.ckpt")
+        torch.save({"state_dict": old.state_dict()}, folder / "epoch=9.ckpt")
+    os.utime(segments[0] / "last.ckpt", (1, 1))  # the first segment's is older
+    target = build()
+    load_pretrained(target, tmp_path / "run")
+    assert same_outputs(target, new)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="no .ckpt file under the folder"):
+        load_pretrained(build(), tmp_path / "empty")
+
+
 def test_pickled_objects_are_refused_by_weights_only_loading(tmp_path):
     path = tmp_path / "pickled.pth"
     torch.save({"model": source_model().state_dict(), "config": _Custom()}, path)
