@@ -8,7 +8,8 @@ Our key names are DINOv2's, so most of the work is unwrapping and renaming:
 * DINOv2 training chunks: ``blocks.<chunk>.<i>.`` -> ``blocks.<i>.`` (``i`` is already global);
 * timm: ``reg_token`` -> ``register_tokens``, a ``pos_embed`` without a [CLS] position
   (``no_embed_class``) gets a zero one, the classifier ``head.*`` is dropped;
-* a ``pos_embed`` of another grid size is resized (bicubic) to the model's grid;
+* a ``pos_embed`` of another grid size is resized to the model's grid as the model's own run-time
+  interpolation would (bicubic, its offset and antialias);
 * ``prefix_*`` parameters that the checkpoint lacks are warm-started from the shared weights, so
   a specialized model loaded from a vanilla checkpoint computes exactly the vanilla function.
 
@@ -126,12 +127,18 @@ def _to_dinov2_names(state: dict[str, Tensor], model: VisionTransformer, report:
             continue
         renamed[key] = value
     if "pos_embed" in renamed:
-        renamed["pos_embed"] = _fit_pos_embed(renamed["pos_embed"], model.pos_embed, report)
+        renamed["pos_embed"] = _fit_pos_embed(renamed["pos_embed"], model, report)
     return renamed
 
 
-def _fit_pos_embed(pos_embed: Tensor, target: Tensor, report: LoadReport) -> Tensor:
-    """Match ``[1, 1 + M*M, D]`` to the model's grid; add a [CLS] slot if the source lacks one."""
+def _fit_pos_embed(pos_embed: Tensor, model: VisionTransformer, report: LoadReport) -> Tensor:
+    """Match ``[1, 1 + M*M, D]`` to the model's grid; add a [CLS] slot if the source lacks one.
+
+    The grid is resized as the model resizes its own at run time (``interpolate_pos_encoding``:
+    DINOv2's offset and antialias settings), so the loaded model gives the features the source
+    model gives at this resolution.
+    """
+    target = model.pos_embed
     if pos_embed.ndim != 3 or pos_embed.shape[-1] != target.shape[-1]:
         return pos_embed  # reported as a shape mismatch by _check_keys
     tokens = pos_embed.shape[1]
@@ -143,7 +150,12 @@ def _fit_pos_embed(pos_embed: Tensor, target: Tensor, report: LoadReport) -> Ten
     if source_side == target_side:
         return pos_embed
     grid = pos_embed[:, 1:].float().reshape(1, source_side, source_side, -1).permute(0, 3, 1, 2)
-    grid = F.interpolate(grid, size=(target_side, target_side), mode="bicubic", align_corners=False)
+    offset, antialias = model.interpolate_offset, model.interpolate_antialias
+    if offset:
+        scale = (target_side + offset) / source_side
+        grid = F.interpolate(grid, scale_factor=(scale, scale), mode="bicubic", antialias=antialias)
+    else:
+        grid = F.interpolate(grid, size=(target_side, target_side), mode="bicubic", antialias=antialias)
     grid = grid.permute(0, 2, 3, 1).reshape(1, target_side * target_side, -1).to(pos_embed.dtype)
     report.resized.append(f"pos_embed: {source_side}x{source_side} -> {target_side}x{target_side} grid")
     return torch.cat([pos_embed[:, :1], grid], dim=1)

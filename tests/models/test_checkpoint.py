@@ -66,15 +66,23 @@ def test_timm_format_registers_pos_embed_without_class_slot_and_classifier_head(
     assert set(report.dropped) == {"head.weight", "head.bias"}
 
 
-def test_pos_embed_of_another_grid_is_resized_bicubically():
-    source = source_model(img_size=64)  # 8x8 grid
-    target = build(img_size=32)  # 4x4 grid
+@pytest.mark.parametrize(("offset", "antialias"), [(0.1, False), (0.0, True)])  # DINOv2; its reg4 models
+def test_pos_embed_of_another_grid_is_resized_as_the_source_model_resizes_it(offset, antialias):
+    options = dict(interpolate_offset=offset, interpolate_antialias=antialias)
+    source = source_model(img_size=64, **options)  # 8x8 grid
+    target = build(img_size=32, **options)  # 4x4 grid
     report = load_pretrained(target, source.state_dict())
     grid = source.pos_embed[:, 1:].reshape(1, 8, 8, 48).permute(0, 3, 1, 2)
-    expected = F.interpolate(grid, size=(4, 4), mode="bicubic").permute(0, 2, 3, 1).reshape(1, 16, 48)
+    size = dict(scale_factor=(4.1 / 8, 4.1 / 8)) if offset else dict(size=(4, 4))  # bicubic, by hand
+    expected = F.interpolate(grid, mode="bicubic", antialias=antialias, **size).permute(0, 2, 3, 1).reshape(1, 16, 48)
     torch.testing.assert_close(target.pos_embed[:, 1:], expected)
     torch.testing.assert_close(target.pos_embed[:, :1], source.pos_embed[:, :1])
     assert report.resized == ["pos_embed: 8x8 -> 4x4 grid"]
+    images = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():  # the loaded model at its size = the source model run at that size
+        torch.testing.assert_close(
+            target.forward_features(images)["x_prenorm"], source.forward_features(images)["x_prenorm"]
+        )
 
 
 def test_vanilla_checkpoint_warm_starts_a_specialized_model():
