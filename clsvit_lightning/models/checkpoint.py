@@ -6,6 +6,7 @@ Our key names are DINOv2's, so most of the work is unwrapping and renaming:
   ``module.`` and ``backbone.`` (heads such as ``dino_head.*`` beside ``backbone.*`` are dropped);
   Lightning checkpoints of this project's pretraining (``teacher.backbone.*``: the teacher);
 * DINOv2 training chunks: ``blocks.<chunk>.<i>.`` -> ``blocks.<i>.`` (``i`` is already global);
+* DeiT III: ``blocks.<i>.gamma_1``/``gamma_2`` -> ``blocks.<i>.ls1.gamma``/``ls2.gamma``;
 * timm: ``reg_token`` -> ``register_tokens``, a ``pos_embed`` without a [CLS] position
   (``no_embed_class``) gets a zero one, the classifier ``head.*`` is dropped;
 * a ``pos_embed`` of another grid size is resized to the model's grid as the model's own run-time
@@ -33,6 +34,7 @@ from clsvit_lightning.models.vision_transformer import VisionTransformer
 
 _WRAPPERS = ("teacher", "model", "state_dict")
 _CHUNKED_BLOCK = re.compile(r"^blocks\.\d+\.(\d+)\.")
+_DEIT3_LAYERSCALE = re.compile(r"^blocks\.(\d+)\.gamma_([12])$")  # DeiT III (models_v2.py): gamma_1, gamma_2
 _DROPPED_TIMM_KEYS = ("head.weight", "head.bias")
 # Model parameters a foreign checkpoint may lack; they keep their initial value.
 _OPTIONAL_KEYS = ("mask_token",)
@@ -120,6 +122,7 @@ def _to_dinov2_names(state: dict[str, Tensor], model: VisionTransformer, report:
     renamed: dict[str, Tensor] = {}
     for key, value in state.items():
         key = _CHUNKED_BLOCK.sub(r"blocks.\1.", key)
+        key = _DEIT3_LAYERSCALE.sub(r"blocks.\1.ls\2.gamma", key)
         if key == "reg_token":  # timm
             key = "register_tokens"
         if key in _DROPPED_TIMM_KEYS:

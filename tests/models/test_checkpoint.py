@@ -66,6 +66,21 @@ def test_timm_format_registers_pos_embed_without_class_slot_and_classifier_head(
     assert set(report.dropped) == {"head.weight", "head.bias"}
 
 
+def test_deit3_checkpoint_with_gamma_keys_and_patch_only_pos_embed():
+    source = source_model()
+    with torch.no_grad():
+        source.pos_embed[:, 0] = 0  # DeiT III adds the position to the patches only
+    deit = {k: v for k, v in source.state_dict().items() if k != "mask_token"}
+    for index in range(3):
+        for branch in (1, 2):
+            deit[f"blocks.{index}.gamma_{branch}"] = deit.pop(f"blocks.{index}.ls{branch}.gamma")
+    deit["pos_embed"] = deit["pos_embed"][:, 1:]
+    deit["head.weight"], deit["head.bias"] = torch.zeros(10, 48), torch.zeros(10)
+    target = build()
+    load_pretrained(target, {"model": deit})  # the released files wrap the weights in "model"
+    assert same_outputs(source, target)
+
+
 @pytest.mark.parametrize(("offset", "antialias"), [(0.1, False), (0.0, True)])  # DINOv2; its reg4 models
 def test_pos_embed_of_another_grid_is_resized_as_the_source_model_resizes_it(offset, antialias):
     options = dict(interpolate_offset=offset, interpolate_antialias=antialias)
