@@ -102,11 +102,13 @@ class Block(nn.Module):
         qkv_bias: bool = True,
         layerscale_init: float | None = 1e-5,
         drop_path_rate: float = 0.0,
+        batch_subset: bool = False,
         specialized: Collection[str] = (),
     ) -> None:
         super().__init__()
         self.specialized = frozenset(specialized)
         self.drop_path_rate = drop_path_rate
+        self.batch_subset = batch_subset and drop_path_rate > 0
         self.norm1 = TokenLayerNorm(dim, specialized="norm1" in self.specialized)
         self.attn = Attention(
             dim,
@@ -129,12 +131,13 @@ class Block(nn.Module):
         # The in-place GEMM is outside autocast's op list: under mixed precision the plain path runs.
         # Compiled, too: inductor fuses bias, LayerScale and residual into one kernel after a plain
         # mm (training/compile.py), which beats a GEMM accumulating into a copied residual.
+        if self.training and self.batch_subset:
+            prefix, patches = self._subset_residual(prefix, patches, self._attention_branch)
+            return self._subset_residual(prefix, patches, self._mlp_branch)
         fused = self.fused_residual and not autocast_enabled(patches) and not torch.compiler.is_compiling()
         if not fused or (self.training and self.drop_path_rate > 0) or not self._parts_run_as_plain_modules():
-            branch = self.ls1(*self.attn(*self.norm1(prefix, patches)))
-            prefix, patches = self._add_residual(prefix, patches, branch)
-            branch = self.ls2(*self.mlp(*self.norm2(prefix, patches)))
-            return self._add_residual(prefix, patches, branch)
+            prefix, patches = self._add_residual(prefix, patches, self._attention_branch(prefix, patches))
+            return self._add_residual(prefix, patches, self._mlp_branch(prefix, patches))
         # Through the modules' __call__ (project=False), so that the norms' hooks and attn's pre-hooks
         # (the analysis) still fire.
         mixed = self.attn(*self.norm1(prefix, patches), project=False)
@@ -180,6 +183,29 @@ class Block(nn.Module):
         else:  # strided views (the attention output; the first block's input): batched GEMM, no copy
             out.baddbmm_(hidden, weight.t().expand(hidden.shape[0], *weight.t().shape))
         return prefix, out
+
+    def _attention_branch(self, prefix: Tensor, patches: Tensor) -> TokenPair:
+        return self.ls1(*self.attn(*self.norm1(prefix, patches)))
+
+    def _mlp_branch(self, prefix: Tensor, patches: Tensor) -> TokenPair:
+        return self.ls2(*self.mlp(*self.norm2(prefix, patches)))
+
+    def _subset_residual(self, prefix: Tensor, patches: Tensor, branch) -> TokenPair:  # noqa: ANN001
+        """DINOv2's stochastic depth: the branch runs on ``max(int(B * (1 - rate)), 1)`` random samples.
+
+        Their residual is scaled by ``B / kept`` (the expectation is unchanged) and the other samples
+        pass through, so a dropped sample costs no compute: at rate 0.4 the blocks do 60 % of the
+        work. Both token groups keep the same samples.
+        """
+        batch = prefix.shape[0]
+        kept = max(int(batch * (1 - self.drop_path_rate)), 1)
+        subset = torch.randperm(batch, device=prefix.device)[:kept]
+        branch_prefix, branch_patches = branch(prefix[subset], patches[subset])
+        scale = batch / kept
+        return (
+            torch.index_add(prefix, 0, subset, branch_prefix.to(prefix.dtype), alpha=scale),
+            torch.index_add(patches, 0, subset, branch_patches.to(patches.dtype), alpha=scale),
+        )
 
     def _add_residual(self, prefix: Tensor, patches: Tensor, branch: TokenPair) -> TokenPair:
         branch_prefix, branch_patches = drop_path(*branch, self.drop_path_rate, self.training)

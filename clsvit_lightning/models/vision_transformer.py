@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -60,6 +60,7 @@ class VisionTransformer(nn.Module):
         specialization: str | Mapping[str, Any] | Specialization | None = "vanilla",
         drop_path_rate: float = 0.0,
         drop_path_uniform: bool = True,
+        stochastic_depth: Literal["dinov2", "per_sample"] = "dinov2",
         layerscale_init: float | None = 1e-5,
         interpolate_offset: float = 0.1,
         interpolate_antialias: bool = False,
@@ -72,13 +73,15 @@ class VisionTransformer(nn.Module):
             raise ValueError(f"num_registers must be >= 0, got {num_registers}")
         if not 0.0 <= drop_path_rate < 1.0:
             raise ValueError(f"drop_path_rate must be in [0, 1), got {drop_path_rate}")
+        if stochastic_depth not in ("dinov2", "per_sample"):
+            raise ValueError(f"stochastic_depth must be 'dinov2' or 'per_sample', got {stochastic_depth!r}")
         self.spec = Specialization.parse(specialization)
         self.spec.blocks(depth)  # validates block indices against this depth
         self.config = dict(
             img_size=img_size, patch_size=patch_size, in_chans=in_chans, embed_dim=embed_dim,
             depth=depth, num_heads=num_heads, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias,
             num_registers=num_registers, specialization=self.spec.to_string(),
-            drop_path_rate=drop_path_rate, drop_path_uniform=drop_path_uniform,
+            drop_path_rate=drop_path_rate, drop_path_uniform=drop_path_uniform, stochastic_depth=stochastic_depth,
             layerscale_init=layerscale_init, interpolate_offset=interpolate_offset,
             interpolate_antialias=interpolate_antialias, activation_checkpointing=activation_checkpointing,
         )  # fmt: skip
@@ -110,6 +113,8 @@ class VisionTransformer(nn.Module):
                 qkv_bias=qkv_bias,
                 layerscale_init=layerscale_init,
                 drop_path_rate=rates[i],
+                # DINOv2 (layers/block.py): above 0.1, each branch runs on a random subset of the batch.
+                batch_subset=stochastic_depth == "dinov2" and rates[i] > 0.1,
                 specialized=self.spec.for_block(i, depth),
             )
             for i in range(depth)

@@ -33,3 +33,11 @@ def test_compile_precision_benchmark_runs():
     )  # fmt: skip
     assert set(result["forward_flops_vs_matmul"]) == {"vanilla_eager", "specialized_eager"}
     assert result["working_memory_ratio_specialized_vs_vanilla"]["plain"] > 0
+
+
+def test_stochastic_depth_benchmark_runs():
+    result = run_benchmark(
+        "stochastic_depth.py", "--size", "tiny", "--img_size", "32", "--batch_size", "4", "--rounds", "1"
+    )
+    assert result["blocks_work_fraction_dinov2"] == 0.5  # int(4 * 0.6) = 2 of 4 samples
+    assert result["speedup_dinov2_vs_per_sample"] > 0

@@ -35,3 +35,9 @@ def test_specialized_backbone_with_registers_compiles_without_graph_breaks():
     explanation = torch._dynamo.explain(model.forward_features)(torch.randn(2, 3, 32, 32))
     assert explanation.graph_break_count == 0, explanation.break_reasons
     assert explanation.graph_count == 1
+
+
+def test_batch_subset_stochastic_depth_compiles_without_graph_breaks():
+    model = tiny(drop_path_rate=0.4).train()  # DINOv2's ViT-L rate: randperm + index_add in every block
+    explanation = torch._dynamo.explain(model.forward_features)(torch.randn(4, 3, 32, 32))
+    assert explanation.graph_break_count == 0, explanation.break_reasons

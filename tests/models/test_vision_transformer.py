@@ -140,6 +140,51 @@ def test_stochastic_depth_drops_whole_samples_in_both_token_groups():
     torch.testing.assert_close(out[1], patches + 1)
 
 
+@pytest.mark.parametrize("branch_name", ["_attention_branch", "_mlp_branch"])
+def test_dinov2_stochastic_depth_runs_each_branch_on_a_batch_subset(branch_name):
+    model = randomize(tiny(drop_path_rate=0.4, depth=1, num_registers=2, specialization="paper")).train()
+    block = model.blocks[0]
+    assert block.batch_subset  # rate > 0.1: DINOv2's drop_add_residual_stochastic_depth
+    prefix, patches = torch.randn(10, 3, 48), torch.randn(10, 16, 48)
+    branch = getattr(block, branch_name)
+    seen = []
+    handle = block.norm1.register_forward_hook(lambda m, a, out: seen.append(out[1].shape[0]))
+    torch.manual_seed(3)
+    out_prefix, out_patches = block._subset_residual(prefix, patches, branch)
+    handle.remove()
+    # By hand: 6 of 10 samples (int(10 * 0.6)), drawn by randperm, get the branch scaled by 10 / 6.
+    torch.manual_seed(3)
+    subset = torch.randperm(10)[:6]
+    with torch.no_grad():
+        full_prefix, full_patches = branch(prefix, patches)  # per sample: the same values on the subset
+    expected_prefix, expected_patches = prefix.clone(), patches.clone()
+    expected_prefix[subset] += 10 / 6 * full_prefix[subset]
+    expected_patches[subset] += 10 / 6 * full_patches[subset]
+    torch.testing.assert_close(out_prefix, expected_prefix)
+    torch.testing.assert_close(out_patches, expected_patches)
+    if branch_name == "_attention_branch":
+        assert seen == [6]  # the dropped samples cost nothing
+    model.eval()  # evaluation: the whole batch, no scaling
+    torch.testing.assert_close(block(prefix, patches)[1], model.blocks[0].eval()(prefix, patches)[1])
+
+
+def test_stochastic_depth_modes():
+    dinov2 = tiny(drop_path_rate=0.3, drop_path_uniform=False, depth=5)
+    assert [b.batch_subset for b in dinov2.blocks] == [False, False, True, True, True]  # 0, .075, .15, .225, .3
+    per_sample = tiny(drop_path_rate=0.3, stochastic_depth="per_sample")
+    assert not any(b.batch_subset for b in per_sample.blocks)
+    with pytest.raises(ValueError, match="stochastic_depth must be 'dinov2' or 'per_sample'"):
+        tiny(stochastic_depth="subset")
+
+
+def test_subset_stochastic_depth_trains_every_parameter():
+    model = randomize(tiny(drop_path_rate=0.5, depth=2, num_registers=1, specialization="paper")).train()
+    out = model.forward_features(torch.randn(4, 3, 32, 32))
+    (out["x_norm_clstoken"].sum() + out["x_norm_patchtokens"].square().sum()).backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None and n != "mask_token"]
+    assert not missing
+
+
 def test_drop_path_rate_is_uniform_by_default_and_linear_on_request():
     assert [b.drop_path_rate for b in tiny(drop_path_rate=0.3).blocks] == [0.3] * 3
     assert [b.drop_path_rate for b in tiny(drop_path_rate=0.3, drop_path_uniform=False).blocks] == pytest.approx(
