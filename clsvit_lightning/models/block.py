@@ -123,7 +123,7 @@ class Block(nn.Module):
         self.ls2 = self._layer_scale(dim, layerscale_init, "ls2")
 
     def _layer_scale(self, dim: int, init: float | None, name: str) -> nn.Module:
-        if init is None:
+        if not init:  # None or 0: no LayerScale (DINOv2: `LayerScale(...) if init_values else nn.Identity()`)
             return TokenIdentity()
         return LayerScale(dim, init, specialized=name in self.specialized)
 

@@ -73,6 +73,8 @@ class VisionTransformer(nn.Module):
             raise ValueError(f"num_registers must be >= 0, got {num_registers}")
         if not 0.0 <= drop_path_rate < 1.0:
             raise ValueError(f"drop_path_rate must be in [0, 1), got {drop_path_rate}")
+        if not 0.0 <= interpolate_offset < 1.0:
+            raise ValueError(f"interpolate_offset must be in [0, 1) (DINOv2: 0.1, reg4: 0), got {interpolate_offset}")
         if stochastic_depth not in ("dinov2", "per_sample"):
             raise ValueError(f"stochastic_depth must be 'dinov2' or 'per_sample', got {stochastic_depth!r}")
         self.spec = Specialization.parse(specialization)
@@ -167,6 +169,8 @@ class VisionTransformer(nn.Module):
         patches = self.patch_embed(images)  # [B, N, D]; checks the image shape
         batch, _, height, width = images.shape
         if masks is not None:
+            if masks.dtype != torch.bool:
+                raise ValueError(f"masks must be a bool tensor (True = masked), got {masks.dtype}")
             if masks.shape != patches.shape[:2]:
                 raise ValueError(f"masks must have shape {tuple(patches.shape[:2])}, got {tuple(masks.shape)}")
             patches = torch.where(masks.unsqueeze(-1), self.mask_token.to(patches.dtype), patches)
@@ -227,7 +231,14 @@ class VisionTransformer(nn.Module):
         ``(patches, cls)`` pair with ``return_class_token``. ``norm`` applies the final norm
         (with its prefix path to [CLS] when specialized).
         """
-        wanted = set(range(self.depth - n, self.depth)) if isinstance(n, int) else set(n)
+        if isinstance(n, int):
+            if not 1 <= n <= self.depth:
+                raise ValueError(f"get_intermediate_layers: n={n} last blocks of a {self.depth}-block model")
+            wanted = set(range(self.depth - n, self.depth))
+        else:
+            wanted = set(n)
+            if len(wanted) != len(n):
+                raise ValueError(f"get_intermediate_layers: block indices {list(n)} repeat an index")
         if not wanted or min(wanted) < 0 or max(wanted) >= self.depth:
             raise ValueError(f"get_intermediate_layers: block indices {sorted(wanted)} not in 0..{self.depth - 1}")
         prefix, patches = self.prepare_tokens(images)
@@ -241,7 +252,7 @@ class VisionTransformer(nn.Module):
         for pair in collected:
             cls, _, patch_tokens = self._split_outputs(*pair)
             if reshape:  # [B, N, D] -> [B, D, h, w]
-                patch_tokens = patch_tokens.reshape(images.shape[0], height, width, -1).permute(0, 3, 1, 2)
+                patch_tokens = patch_tokens.reshape(images.shape[0], height, width, -1).permute(0, 3, 1, 2).contiguous()
             outputs.append((patch_tokens, cls) if return_class_token else patch_tokens)
         return tuple(outputs)
 

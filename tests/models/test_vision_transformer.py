@@ -3,6 +3,7 @@ import torch
 import torch.nn.functional as F
 
 from clsvit_lightning.models import VisionTransformer, vit_base, vit_giant, vit_large, vit_small, vit_tiny
+from clsvit_lightning.models.token_ops import LayerScale
 from tests.models.reference_vit import reference_forward
 
 
@@ -164,8 +165,28 @@ def test_dinov2_stochastic_depth_runs_each_branch_on_a_batch_subset(branch_name)
     torch.testing.assert_close(out_patches, expected_patches)
     if branch_name == "_attention_branch":
         assert seen == [6]  # the dropped samples cost nothing
-    model.eval()  # evaluation: the whole batch, no scaling
-    torch.testing.assert_close(block(prefix, patches)[1], model.blocks[0].eval()(prefix, patches)[1])
+    no_drop = tiny(depth=1, num_registers=2, specialization="paper").eval()
+    no_drop.load_state_dict(model.state_dict())
+    model.eval()  # evaluation: the whole batch, no scaling, as without stochastic depth
+    torch.testing.assert_close(block(prefix, patches), no_drop.blocks[0](prefix, patches))
+
+
+def test_bad_masks_offsets_and_layer_requests_are_named():
+    model = tiny(depth=3)
+    images = torch.randn(1, 3, 32, 32)
+    with pytest.raises(ValueError, match="masks must be a bool tensor"):
+        model.forward_features(images, masks=torch.zeros(1, 16, dtype=torch.uint8))
+    with pytest.raises(ValueError, match=r"interpolate_offset must be in \[0, 1\)"):
+        tiny(interpolate_offset=1.5)
+    with pytest.raises(ValueError, match="repeat an index"):
+        model.get_intermediate_layers(images, n=[1, 1])
+    with pytest.raises(ValueError, match="n=4 last blocks of a 3-block model"):
+        model.get_intermediate_layers(images, n=4)
+    assert model.get_intermediate_layers(images, n=1, reshape=True)[0].is_contiguous()  # as DINOv2
+
+
+def test_zero_layerscale_init_means_no_layerscale_like_dinov2():
+    assert not any(isinstance(m, LayerScale) for m in tiny(layerscale_init=0.0).modules())
 
 
 def test_stochastic_depth_modes():
