@@ -46,6 +46,9 @@ def run(args: list[str] | None = None) -> object:
     return lightning_main(None if args is None else argv)
 
 
+SUBCOMMANDS = ("fit", "validate", "test", "predict")
+
+
 def lightning_main(argv: list[str] | None) -> object:
     from lightning.pytorch import LightningDataModule, LightningModule  # noqa: PLC0415 (keep `summary` light)
     from lightning.pytorch.cli import LightningCLI  # noqa: PLC0415
@@ -61,6 +64,8 @@ def lightning_main(argv: list[str] | None) -> object:
         # the config in each W&B run.
         save_config_callback=SaveConfigToLoggers,
         save_config_kwargs={"overwrite": True},
+        # A mistyped option (`--trainer.max_step 1`) is an error, not a silent prefix match.
+        parser_kwargs={"allow_abbrev": False, **{command: {"allow_abbrev": False} for command in SUBCOMMANDS}},
         args=argv,
     )
 

@@ -42,3 +42,12 @@ def test_bad_config_values_are_named(tmp_path, imagenet_root, capsys):
             "--data.init_args.root", str(imagenet_root), "--model.init_args.teacher_targets", "sinkhorn",
         ])  # fmt: skip
     assert "teacher_targets" in capsys.readouterr().err
+
+
+def test_a_mistyped_option_is_an_error_not_a_prefix_match(imagenet_root, capsys):
+    with pytest.raises(SystemExit):
+        run([
+            "fit", "--config", "configs/pretrain/dinov2.yaml", "--config", "configs/pretrain/tiny_synthetic.yaml",
+            "--data.init_args.root", str(imagenet_root), "--trainer.max_step", "1", "--print_config",
+        ])  # fmt: skip
+    assert "unrecognized arguments: --trainer.max_step" in capsys.readouterr().err
