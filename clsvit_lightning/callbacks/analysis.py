@@ -101,12 +101,13 @@ class TokenAnalysisCallback(pl.Callback):
 
     def run(self, trainer: pl.Trainer, pl_module: pl.LightningModule, tag: str) -> None:
         """One analysis, written to ``<out_dir>/<tag>/`` and logged at the current global step."""
+        # Before the rank check: `trainer.log_dir` broadcasts, so every rank must ask for it.
+        root = Path(self.out_dir) if self.out_dir else Path(trainer.log_dir or trainer.default_root_dir) / "analysis"
         if not trainer.is_global_zero:
             return
         backbone = find_backbone(pl_module, self.backbone_attr)
         if self.images is None:
             self.images, _ = load_images(self.data, self.img_size, backbone.patch_size, self.num_images)
-        root = Path(self.out_dir) if self.out_dir else Path(trainer.log_dir or trainer.default_root_dir) / "analysis"
         analysis, self.last_files = analyze_and_save(
             backbone,
             self.images,

@@ -96,3 +96,19 @@ def test_configuration_errors_are_named(tmp_path):
         AttributeError, match=r"backbone_attr=\['encoder', 'model.vit'\]\): none of these .* submodules"
     ):
         trainer(tmp_path, callback, loggers=False, max_epochs=1).fit(TinySelfDistillation(), loader())
+
+
+def test_two_ranks_do_not_wait_on_each_other(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": str(repo), "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(
+        [sys.executable, "-m", "tests.callbacks.analysis_ddp", str(tmp_path)], cwd=repo, env=env,
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert sorted(p.name for p in (tmp_path / "csv/version_0/analysis").iterdir()) == ["epoch_000", "epoch_001"]
