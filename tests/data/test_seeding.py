@@ -66,3 +66,36 @@ def test_finds_every_compose_and_seeds_each_differently():
     reseed_augmentations(holder, seed=5)
     again = transform.global_1(image=np.zeros((20, 20, 3), np.uint8))
     np.testing.assert_array_equal(first["image"], again["image"])  # same seed, same draw
+
+
+def test_global_rank_under_each_launcher(monkeypatch):
+    from lightning.fabric.utilities.rank_zero import rank_zero_only
+
+    from clsvit_lightning.data.seeding import global_rank
+
+    for variable in ("RANK", "SLURM_PROCID", "LOCAL_RANK", "NODE_RANK"):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setattr(rank_zero_only, "rank", 0)
+    assert global_rank() == 0
+    # Lightning's launcher on node 1 of 2 (4 GPUs each): LOCAL_RANK=1, the strategy's global rank 5.
+    monkeypatch.setenv("NODE_RANK", "1")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setattr(rank_zero_only, "rank", 5)
+    assert global_rank() == 5
+    monkeypatch.setenv("SLURM_PROCID", "6")
+    assert global_rank() == 6
+    monkeypatch.setenv("RANK", "7")  # torchrun
+    assert global_rank() == 7
+
+
+def test_sample_lists_are_not_walked():
+    from pathlib import Path
+
+    transform = MultiCropTransform(16, 8, num_local_crops=2)
+    dataset = type("Dataset", (), {})()
+    dataset.samples = [(Path(f"/x/{i}.JPEG"), i % 10) for i in range(300_000)]  # an ImageNet-sized list
+    dataset.transform = transform
+    stray = MultiCropTransform(16, 8, num_local_crops=1).local
+    dataset.samples.append(stray)  # inside a sample list: not searched for (the list is not walked)
+    composes = find_composes(dataset)
+    assert {id(c) for c in composes} == {id(transform.global_1), id(transform.global_2), id(transform.local)}
