@@ -21,7 +21,7 @@ class ImageNetDataModule(LightningDataModule):
     """``ROOT/{train,val}/<class>/*.JPEG``; what the train loader yields depends on ``mode``.
 
     - ``ssl``: DINOv2 multi-crop batches (:class:`MultiCropCollate`: ``global_crops``, ``local_crops``,
-      ``masks``, ``mask_indices``, ``mask_weights``, ``n_masked_patches``, ``labels``);
+      ``masks``, ``labels``);
     - ``supervised``: DeiT-III 3-Augment ``{"image", "label"}``;
     - ``linear``: random-resized-crop + flip ``{"image", "label"}`` (DINOv2 linear probe);
     - ``eval``: resize 256 / centre-crop 224, unshuffled, nothing dropped (k-NN feature banks).

@@ -38,11 +38,12 @@ class MultiCropCollate:
     - ``masks``: ``[n_global, B, N]`` bool iBOT masks of the global crops, ``N = (G // patch_size) ** 2``
       (True = masked; ``masks.flatten(0, 1)`` is what ``VisionTransformer.forward_features`` takes
       for ``global_crops.flatten(0, 1)``);
-    - ``mask_indices``: ``[M]`` long, flat indices of the masked patches in ``masks.view(-1)``;
-    - ``mask_weights``: ``[M]`` float, ``1 / (masked patches of that crop)`` for each masked patch, so
-      summing a per-patch loss times this weight averages per crop first;
-    - ``n_masked_patches``: ``[]`` long, ``M`` (a tensor so it can be all-reduced);
     - ``labels``: ``[B]`` long (``-1`` when the dataset has none), for online probes.
+
+    DINOv2's collate also ships the masked patches' indices and weights and an upper bound on
+    their count; here the training step derives them from ``masks`` on the device
+    (:func:`~clsvit_lightning.losses.ibot_patch_loss.masks_weight_from_masks`), which gathers
+    exactly the masked patches, so no bound is needed.
     """
 
     def __init__(
@@ -81,16 +82,10 @@ class MultiCropCollate:
             torch_seeded_rng(),
         )  # [G*B, N]
         masks = torch.from_numpy(flat_masks).unflatten(0, (num_global, batch_size))  # [G, B, N]
-        masked_per_crop = masks.sum(dim=-1, keepdim=True).clamp(min=1)  # [G, B, 1]
-        mask_indices = masks.flatten().nonzero().squeeze(1)  # [M]
-        mask_weights = (1.0 / masked_per_crop).expand_as(masks)[masks]  # [M]
         return {
             "global_crops": global_crops,
             "local_crops": local_crops,
             "masks": masks,
-            "mask_indices": mask_indices,
-            "mask_weights": mask_weights,
-            "n_masked_patches": torch.tensor(len(mask_indices)),
             "labels": torch.tensor([s.get("label", -1) for s in samples]),
         }
 

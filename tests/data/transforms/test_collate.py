@@ -46,19 +46,16 @@ def test_multicrop_batch_is_crop_major():
     assert batch["labels"].tolist() == [0, 1, 2, 3]
 
 
-def test_masks_and_their_bookkeeping():
+def test_masks():
     torch.manual_seed(0)
     batch = MultiCropCollate(global_crop_size=64, patch_size=8)([multicrop_sample(b, 0) for b in range(8)])
     assert batch["masks"].shape == (2, 8, 64) and batch["masks"].dtype == torch.bool
     masks = batch["masks"].flatten(0, 1)  # [16, 64]
     assert (masks.sum(1) > 0).sum() == 8  # int(16 * 0.5) global crops carry a mask
     assert batch["local_crops"].shape == (0, 8, 3, 0, 0)
-    torch.testing.assert_close(batch["mask_indices"], torch.nonzero(masks.flatten()).flatten())
-    assert batch["n_masked_patches"].item() == masks.sum().item()
-    # Weights: 1 / (masked patches of the crop), so they sum to 1 per masked crop.
-    crop_of_patch = batch["mask_indices"] // 64
-    per_crop = torch.zeros(16).index_add_(0, crop_of_patch, batch["mask_weights"])
-    torch.testing.assert_close(per_crop[masks.any(1)], torch.ones(8))
+    # The per-patch bookkeeping (indices, 1 / masked-per-crop weights) is derived from the masks on
+    # the device by the training step (losses/ibot_patch_loss.py), not shipped with the batch.
+    assert set(batch) == {"global_crops", "local_crops", "masks", "labels"}
 
 
 def test_global_crop_must_divide_into_patches():
