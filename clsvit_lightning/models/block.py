@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 
 import torch
 import torch.nn.functional as F
@@ -80,6 +80,8 @@ class Attention(nn.Module):
 class Block(nn.Module):
     """``x + drop_path(ls1(attn(norm1(x))))``, then ``x + drop_path(ls2(mlp(norm2(x))))``.
 
+    Stochastic depth is a per-sample mask (``drop_path``), or with ``batch_subset`` DINOv2's
+    batch-subset residual (:meth:`_subset_residual`), which skips the dropped samples' compute.
     ``specialized`` holds the names of the components (``norm1``, ``qkv``, ``proj``, ``ls1``,
     ``norm2``, ``mlp``, ``ls2``) that get a separate prefix-token path in this block.
 
@@ -149,17 +151,25 @@ class Block(nn.Module):
         """Whether the fused path computes exactly what calling each part as a module would.
 
         It reads ``proj``/``fc2`` and LayerScale's parameters instead of calling them, and stops
-        ``attn``/``mlp`` before their projection: so it steps aside for forward hooks on ``attn`` or
-        ``mlp`` (they would see the pre-projection tensors), any hook on ``proj``, ``fc2``,
-        ``ls1``, ``ls2``, global module hooks, and replaced (wrapped, adapted) parts.
+        ``attn``/``mlp`` before their projection: so it steps aside for forward and backward hooks
+        on ``attn`` or ``mlp`` (they would see the pre-projection tensors), any hook on ``proj``,
+        ``fc2``, ``ls1``, ``ls2``, global module hooks, and replaced (wrapped, adapted) parts.
         """
         module_hooks = torch.nn.modules.module
-        if module_hooks._global_forward_hooks or module_hooks._global_forward_pre_hooks:
+        global_hooks = (
+            module_hooks._global_forward_hooks, module_hooks._global_forward_pre_hooks,
+            module_hooks._global_backward_hooks, module_hooks._global_backward_pre_hooks,
+        )  # fmt: skip
+        if any(global_hooks):
             return False
-        if self.attn._forward_hooks or self.mlp._forward_hooks:
+
+        def hooked(module: nn.Module, pre: bool) -> bool:
+            hooks = [module._forward_hooks, module._backward_hooks, module._backward_pre_hooks]
+            return any(hooks + ([module._forward_pre_hooks] if pre else []))
+
+        if hooked(self.attn, pre=False) or hooked(self.mlp, pre=False):  # their pre-hooks see the same inputs
             return False
-        parts = (self.attn.proj, self.mlp.fc2, self.ls1, self.ls2)
-        if any(part._forward_hooks or part._forward_pre_hooks for part in parts):
+        if any(hooked(part, pre=True) for part in (self.attn.proj, self.mlp.fc2, self.ls1, self.ls2)):
             return False
         return (
             type(self.attn.proj) is TokenLinear
@@ -190,15 +200,28 @@ class Block(nn.Module):
     def _mlp_branch(self, prefix: Tensor, patches: Tensor) -> TokenPair:
         return self.ls2(*self.mlp(*self.norm2(prefix, patches)))
 
-    def _subset_residual(self, prefix: Tensor, patches: Tensor, branch) -> TokenPair:  # noqa: ANN001
+    def kept_samples(self, batch_size: int) -> int:
+        """How many samples of a training batch run this block's branches."""
+        if not self.batch_subset:
+            return batch_size
+        return max(int(batch_size * (1 - self.drop_path_rate)), 1)
+
+    def work_fraction(self, batch_size: int) -> float:
+        """Fraction of a training batch's branch FLOPs this block performs."""
+        return self.kept_samples(batch_size) / batch_size
+
+    def _subset_residual(
+        self, prefix: Tensor, patches: Tensor, branch: Callable[[Tensor, Tensor], TokenPair]
+    ) -> TokenPair:
         """DINOv2's stochastic depth: the branch runs on ``max(int(B * (1 - rate)), 1)`` random samples.
 
         Their residual is scaled by ``B / kept`` (the expectation is unchanged) and the other samples
-        pass through, so a dropped sample costs no compute: at rate 0.4 the blocks do 60 % of the
-        work. Both token groups keep the same samples.
+        pass through, so a dropped sample costs no compute (at rate 0.4 and batch 16, the blocks do
+        9/16 of the work). Both token groups keep the same samples. As in DINOv2, small batches drop
+        less or more than the rate says: at batch 1 the branch always runs.
         """
         batch = prefix.shape[0]
-        kept = max(int(batch * (1 - self.drop_path_rate)), 1)
+        kept = self.kept_samples(batch)
         subset = torch.randperm(batch, device=prefix.device)[:kept]
         branch_prefix, branch_patches = branch(prefix[subset], patches[subset])
         scale = batch / kept

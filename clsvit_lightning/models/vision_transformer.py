@@ -115,8 +115,8 @@ class VisionTransformer(nn.Module):
                 qkv_bias=qkv_bias,
                 layerscale_init=layerscale_init,
                 drop_path_rate=rates[i],
-                # DINOv2 (layers/block.py): above 0.1, each branch runs on a random subset of the batch.
-                batch_subset=stochastic_depth == "dinov2" and rates[i] > 0.1,
+                # DINOv2 trains through its nested-list path: each branch on a random subset of the batch.
+                batch_subset=stochastic_depth == "dinov2",
                 specialized=self.spec.for_block(i, depth),
             )
             for i in range(depth)
@@ -268,6 +268,18 @@ class VisionTransformer(nn.Module):
         from clsvit_lightning.models.accounting import count_flops_per_image  # noqa: PLC0415 (cycle)
 
         return count_flops_per_image(self, img_size)
+
+    def training_flops_per_image(self, batch_size: int, img_size: int | tuple[int, int] | None = None) -> float:
+        """Forward FLOPs per image of a training batch: batch-subset stochastic depth runs each
+        block's branches on ``max(int(B * (1 - rate)), 1)`` of the ``B`` images, so those blocks count
+        that fraction of their FLOPs (the patch embedding always runs on all of them)."""
+        size = img_size if img_size is not None else self.config["img_size"]
+        height, width = (size, size) if isinstance(size, int) else size
+        total = self.flops_per_image((height, width))
+        embed = 2 * (height // self.patch_size) * (width // self.patch_size) * self.patch_embed.proj.weight[0].numel()
+        embed *= self.embed_dim
+        per_block = (total - embed) / self.depth
+        return embed + per_block * sum(block.work_fraction(batch_size) for block in self.blocks)
 
 
 # Size presets (DINOv2 dims/depths/heads; MLP ratio 4 throughout, giant included).

@@ -183,16 +183,21 @@ class DINOv2Pretraining(LightningModule):
     def _count_flops_per_batch(self, batch: dict[str, Tensor]) -> int:
         """Backbone FLOPs of a step: student forward + backward (~3x forward) and teacher forward.
 
-        Heads and losses are left out; ``ImageThroughputMonitor`` turns this into FLOP/s and MFU.
+        The student's blocks count only the samples their branches run on (batch-subset stochastic
+        depth); the teacher runs everything. Heads and losses are left out;
+        ``ImageThroughputMonitor`` turns this into FLOP/s and MFU.
         """
         backbone = self.student["backbone"]
-        global_views, batch_size = batch["global_crops"].shape[:2]
-        global_flops = global_views * batch_size * backbone.flops_per_image(tuple(batch["global_crops"].shape[-2:]))
-        local_flops = 0
+        # Each crop group goes through the student as one batch of views x images (training_step).
+        global_count = batch["global_crops"].shape[0] * batch["global_crops"].shape[1]
+        global_size = tuple(batch["global_crops"].shape[-2:])
+        student = global_count * backbone.training_flops_per_image(global_count, global_size)
         local = batch.get("local_crops")
         if local is not None and local.shape[0] > 0:
-            local_flops = local.shape[0] * local.shape[1] * backbone.flops_per_image(tuple(local.shape[-2:]))
-        return 3 * (global_flops + local_flops) + global_flops
+            local_count = local.shape[0] * local.shape[1]
+            student += local_count * backbone.training_flops_per_image(local_count, tuple(local.shape[-2:]))
+        teacher = global_count * backbone.flops_per_image(global_size)
+        return int(3 * student + teacher)
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         if not hasattr(self, "flops_per_batch"):

@@ -2,8 +2,8 @@
 
     .venv/bin/python experiments/benchmarks/stochastic_depth.py [--size small --rate 0.4 --batch_size 16]
 
-``dinov2`` (the default, DINOv2's ``drop_add_residual_stochastic_depth``): above rate 0.1 each
-residual branch runs on ``int(B * (1 - rate))`` random samples of the batch, scaled by
+``dinov2`` (the default, DINOv2's ``drop_add_residual_stochastic_depth``): each residual branch
+runs on ``max(int(B * (1 - rate)), 1)`` random samples of the batch, scaled by
 ``B / kept``; the dropped samples cost nothing. ``per_sample`` (timm's ``DropPath``, DeiT III):
 every sample runs every branch and a Bernoulli mask zeroes the dropped ones. Same expectation;
 the first does ``1 - rate`` of the blocks' work. Both models share their weights and run
@@ -35,8 +35,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.rounds < 1:
         parser.error(f"--rounds must be at least 1, got {args.rounds}")
-    if not 0.1 < args.rate < 1.0:
-        parser.error(f"--rate must be in (0.1, 1): at or below 0.1 both modes use the per-sample mask, got {args.rate}")
+    if not 0.0 < args.rate < 1.0:
+        parser.error(f"--rate must be in (0, 1), got {args.rate}")
     malloc_tuning = keep_freed_memory()
     torch.manual_seed(0)
     images = torch.randn(args.batch_size, 3, args.img_size, args.img_size)

@@ -91,6 +91,16 @@ def _cached_flops(config: str, height: int, width: int) -> float:
     return float(model.flops_per_image((height, width)))
 
 
+def student_forward_flops(model: VisionTransformer, side: int, batch: int) -> float:
+    """Forward FLOPs per image of a student batch of ``batch`` crops: batch-subset stochastic depth
+    runs each block's branches on part of the batch (``Block.work_fraction``), the patch
+    embedding on all of it."""
+    side = model.patch_size * math.ceil(side / model.patch_size)
+    embed = 2 * (side // model.patch_size) ** 2 * model.patch_embed.proj.weight[0].numel() * model.embed_dim
+    fraction = sum(block.work_fraction(batch) for block in model.blocks) / len(model.blocks)
+    return embed + (forward_flops(model, side) - embed) * fraction
+
+
 @functools.cache
 def head_flops_per_token(embed_dim: int, prototypes: int, hidden: int, bottleneck: int) -> float:
     with torch.device("meta"):
@@ -104,8 +114,10 @@ def head_flops_per_token(embed_dim: int, prototypes: int, hidden: int, bottlenec
 def dinov2_flops_per_image(config: dict) -> float:
     model, data, task = backbone(config), config["data"]["init_args"], config["model"]["init_args"]
     crop, local = data["crop_size"], data["local_crop_size"]
-    global_fwd, local_fwd = forward_flops(model, crop), forward_flops(model, local)
-    num_local = data["num_local_crops"]
+    num_local, batch = data["num_local_crops"], data["batch_size"]  # per GPU: the student's forward batches
+    global_fwd = forward_flops(model, crop)  # the teacher: every block on every crop
+    student_global = student_forward_flops(model, crop, 2 * batch)
+    student_local = student_forward_flops(model, local, num_local * batch)
     patches = (crop // model.patch_size) ** 2
     masked = data["mask_sample_probability"] * sum(data["mask_ratio_range"]) / 2 * patches * 2  # 2 global crops
     dino = head_flops_per_token(
@@ -116,7 +128,7 @@ def dinov2_flops_per_image(config: dict) -> float:
     else:
         ibot_sizes = (task["num_prototypes"], task["head_hidden_dim"], task["head_bottleneck_dim"])
     ibot = head_flops_per_token(model.embed_dim, *ibot_sizes)
-    student = 2 * global_fwd + num_local * local_fwd + (2 + num_local) * dino + masked * ibot
+    student = 2 * student_global + num_local * student_local + (2 + num_local) * dino + masked * ibot
     teacher = 2 * global_fwd + 2 * dino + masked * ibot
     return 3 * student + teacher
 

@@ -62,3 +62,13 @@ def test_vitl14_recipe_widens_the_dino_head_only():
     task = recipe["model"]["init_args"]
     assert task["head_bottleneck_dim"] == 384
     assert (task["ibot_head_hidden_dim"], task["ibot_head_bottleneck_dim"]) == (2048, 256)
+
+
+def test_student_flops_count_the_batch_subset_of_stochastic_depth():
+    # ViT-L/14 recipe: drop path 0.4 and 32 images per GPU: the 64 global crops run each block on
+    # int(64 * 0.6) = 38 of them; the patch embedding runs on all.
+    recipe = ESTIMATE.load_configs(["configs/pretrain/dinov2.yaml", "configs/pretrain/vitl14_paper.yaml"])
+    model = ESTIMATE.backbone(recipe)
+    full = ESTIMATE.forward_flops(model, 224)
+    embed = 2 * 16 * 16 * (3 * 14 * 14) * 1024
+    assert ESTIMATE.student_forward_flops(model, 224, 64) == pytest.approx(embed + (full - embed) * 38 / 64)

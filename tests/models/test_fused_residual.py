@@ -148,3 +148,13 @@ def test_a_hook_that_changes_proj_output_takes_effect():
     model.blocks[0].attn.proj._forward_hooks.clear()
     with torch.no_grad():
         torch.testing.assert_close(model.forward_features(images)["x_prenorm"], after)
+
+
+@pytest.mark.parametrize("part", ["attn.proj", "mlp.fc2"])
+def test_fused_residual_steps_aside_for_backward_hooks(part):
+    model = tiny("paper").train()  # drop_path_rate 0: the fused path also runs in training
+    images = torch.randn(2, 3, 32, 32, dtype=torch.float64)
+    fired = []
+    model.blocks[0].get_submodule(part).register_full_backward_hook(lambda m, gi, go: fired.append(go[1].shape))
+    model.forward_features(images)["x_prenorm"].sum().backward()
+    assert fired == [(2, 16, 32)]  # the patch group's output gradient, as on the plain path

@@ -48,6 +48,25 @@ def test_ema_update_formula():
         torch.testing.assert_close(new, 0.9 * old + 0.1 * student)
 
 
+@pytest.mark.parametrize("rate", [0.0, 0.5])
+def test_flops_per_batch_count_what_the_student_and_teacher_compute(rate):
+    module = tiny_module()
+    backbone = VisionTransformer(
+        img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2, drop_path_rate=rate
+    )  # fmt: skip
+    module.student["backbone"] = backbone
+    batch = {"global_crops": torch.zeros(2, 3, 3, 32, 32), "local_crops": torch.zeros(4, 3, 3, 16, 16)}
+    embed = lambda side: 2 * (side // 8) ** 2 * 3 * 64 * 32  # noqa: E731 (the patch conv)
+    full_global, full_local = backbone.flops_per_image(32), backbone.flops_per_image(16)
+    # By hand: 6 global and 12 local views; at rate 0.5 the blocks run on int(6 * 0.5) = 3 of 6 and
+    # 6 of 12 views, the patch embedding on all of them.
+    kept = (1.0, 1.0) if rate == 0 else (3 / 6, 6 / 12)
+    student_global = embed(32) + (full_global - embed(32)) * kept[0]
+    student_local = embed(16) + (full_local - embed(16)) * kept[1]
+    expected = 3 * (6 * student_global + 12 * student_local) + 6 * full_global
+    assert module._count_flops_per_batch(batch) == pytest.approx(expected, rel=1e-9, abs=1)
+
+
 def test_a_separate_ibot_head_takes_its_own_sizes():
     module = tiny_module(
         separate_ibot_head=True, ibot_num_prototypes=40, ibot_head_hidden_dim=24, ibot_head_bottleneck_dim=8
