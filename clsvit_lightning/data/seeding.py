@@ -66,8 +66,7 @@ def global_rank() -> int:
             return int(os.environ[variable])
     from lightning.fabric.utilities.rank_zero import rank_zero_only  # noqa: PLC0415 (lightning is heavy)
 
-    rank = getattr(rank_zero_only, "rank", None)
-    return int(rank) if rank is not None else int(os.environ.get("LOCAL_RANK", 0))
+    return int(rank_zero_only.rank)  # set at import from the environment, then by the strategy
 
 
 def reseed_augmentations(dataset: object, seed: int) -> int:

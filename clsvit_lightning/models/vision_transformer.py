@@ -174,8 +174,9 @@ class VisionTransformer(nn.Module):
             if masks.shape != patches.shape[:2]:
                 raise ValueError(f"masks must have shape {tuple(patches.shape[:2])}, got {tuple(masks.shape)}")
             patches = torch.where(masks.unsqueeze(-1), self.mask_token.to(patches.dtype), patches)
-        # The residual stream takes the parameters' dtype (fp32 under autocast, as in DINOv2, where
-        # the cat with [CLS] promotes the bf16 conv output): only the conv's output is rounded.
+        # The residual stream takes the parameters' dtype: fp32 under autocast with fp32 parameters,
+        # as in DINOv2 (its cat with [CLS] promotes the bf16 conv output), bf16 with FSDP bf16
+        # parameters. Only the conv's output is rounded.
         stream = torch.promote_types(patches.dtype, self.pos_embed.dtype)
         pos = self.interpolate_pos_encoding(height // self.patch_size, width // self.patch_size, stream)
         cls = (self.cls_token + pos[:, :1]).expand(batch, -1, -1)  # [B, 1, D]

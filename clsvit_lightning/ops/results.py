@@ -63,7 +63,7 @@ class ResultsFile(Callback):
 
 
 def _last_checkpoint(trainer: Trainer) -> str:
-    """The newest checkpoint of the trainer's ``ModelCheckpoint`` (``last.ckpt`` first), or ``""``."""
+    """The trainer's ``ModelCheckpoint``'s ``last.ckpt`` if it writes one, else its best checkpoint, or ``""``."""
     callback = trainer.checkpoint_callback
     if callback is None:
         return ""

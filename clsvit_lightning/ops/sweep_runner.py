@@ -19,11 +19,12 @@ import os
 import shlex
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from clsvit_lightning.models.checkpoint import newest_checkpoint
 from clsvit_lightning.ops.pareto import plot_pareto
 from clsvit_lightning.ops.results import RESULTS_NAME, read_run_metrics
 from clsvit_lightning.ops.slurm_requeue import REQUEUE_MARKER
@@ -53,8 +54,8 @@ def plan_sweep(
     probe_configs: list[str] | None = None,
     seed: int = 0,
     count: int | None = None,
-    pretrain_args: list[str] = (),
-    probe_args: list[str] = (),
+    pretrain_args: Sequence[str] = (),
+    probe_args: Sequence[str] = (),
 ) -> list[SweepRun]:
     """One :class:`SweepRun` per combination, with the exact argv of each stage.
 
@@ -92,18 +93,18 @@ def latest_checkpoint(folder: Path) -> Path:
     """The pretraining checkpoint the probe starts from.
 
     The one ``ResultsFile`` recorded (the run's ``ModelCheckpoint``, wherever its logger put it,
-    e.g. under a W&B ``save_dir``); else ``last.ckpt`` under ``folder``, else its newest ``.ckpt``.
+    e.g. under a W&B ``save_dir``); else the newest ``last*.ckpt`` under ``folder``, else its newest ``.ckpt``.
     """
     results = folder / RESULTS_NAME
     recorded = json.loads(results.read_text()).get("checkpoint") if results.is_file() else None
     if recorded and Path(recorded).is_file():
         return Path(recorded)
-    candidates = sorted(folder.rglob("last*.ckpt")) or sorted(folder.rglob("*.ckpt"), key=lambda p: p.stat().st_mtime)
-    if not candidates:
+    try:
+        return newest_checkpoint(folder)
+    except FileNotFoundError:
         raise FileNotFoundError(
             f"no checkpoint under {folder}; does the pretraining config save one (ModelCheckpoint)?"
-        )
-    return candidates[-1]
+        ) from None
 
 
 def run_one(run: SweepRun, environ: Mapping[str, str], rerun: bool = False) -> None:

@@ -35,10 +35,11 @@ def last_blocks(depth: int, count: int) -> list[int]:
 DINOV2_DEPTH_BLOCKS = {12: [2, 5, 8, 11], 24: [4, 11, 17, 23], 40: [9, 19, 29, 39]}
 
 
-def evenly_spaced_blocks(depth: int, count: int = 4) -> list[int]:
-    """``count`` blocks ending with the last one, evenly spaced: depth 12 -> ``[2, 5, 8, 11]``.
+def depth_probe_blocks(depth: int, count: int = 4) -> list[int]:
+    """``count`` blocks ending with the last one for the multilayer depth probe.
 
-    For 4 blocks of ViT-S/B/L/g (depth 12, 24, 40) these are DINOv2's depth-probe blocks.
+    For 4 blocks of ViT-S/B/L/g (depth 12, 24, 40), DINOv2's lists (ViT-L's is not evenly spaced);
+    otherwise evenly spaced: depth 8 -> ``[1, 3, 5, 7]``.
     """
     if not 1 <= count <= depth:
         raise ValueError(f"cannot take {count} blocks of a {depth}-block backbone")

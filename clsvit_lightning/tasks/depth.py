@@ -25,7 +25,7 @@ from clsvit_lightning.tasks.dense_heads import (
     DenseFeatures,
     DensePredictor,
     DepthBinsHead,
-    evenly_spaced_blocks,
+    depth_probe_blocks,
     last_blocks,
 )
 
@@ -100,7 +100,7 @@ class MonocularDepth(DenseTask):
             )
         self._init_backbone(backbone, pretrained)
         depth = backbone.depth
-        blocks = evenly_spaced_blocks(depth, MULTILAYER_BLOCKS) if mode == "multilayer" else last_blocks(depth, 1)
+        blocks = depth_probe_blocks(depth, MULTILAYER_BLOCKS) if mode == "multilayer" else last_blocks(depth, 1)
         features = DenseFeatures(backbone, blocks, concat_cls=True, norm=False, frozen=True)
         depth_head = DepthBinsHead(features.out_channels, head, num_bins, min_depth, max_depth, upsample)
         self.predictor = DensePredictor(features, depth_head)

@@ -7,7 +7,7 @@ from lightning.pytorch import LightningDataModule, Trainer, seed_everything
 from torch.utils.data import DataLoader
 
 from clsvit_lightning.models import VisionTransformer
-from clsvit_lightning.tasks.dense_heads import DepthBinsHead, evenly_spaced_blocks
+from clsvit_lightning.tasks.dense_heads import DepthBinsHead, depth_probe_blocks
 from clsvit_lightning.tasks.depth import MonocularDepth, scale_invariant_log_loss
 
 
@@ -90,8 +90,8 @@ def test_under_mixed_precision_the_head_runs_in_fp32():
 
 def test_features_are_frozen_with_cls_beside_patches_and_multilayer_blocks():
     # DINOv2's depth layers: ViT-S/B, L, g; other depths are evenly spaced.
-    assert [evenly_spaced_blocks(d) for d in (12, 24, 40)] == [[2, 5, 8, 11], [4, 11, 17, 23], [9, 19, 29, 39]]
-    assert evenly_spaced_blocks(8) == [1, 3, 5, 7] and evenly_spaced_blocks(24, 2) == [11, 23]
+    assert [depth_probe_blocks(d) for d in (12, 24, 40)] == [[2, 5, 8, 11], [4, 11, 17, 23], [9, 19, 29, 39]]
+    assert depth_probe_blocks(8) == [1, 3, 5, 7] and depth_probe_blocks(24, 2) == [11, 23]
     model = tiny_model(mode="multilayer")
     model.train()
     assert not model.backbone.training and all(not p.requires_grad for p in model.backbone.parameters())
