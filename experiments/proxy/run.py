@@ -5,8 +5,8 @@
 Writes the synthetic scenes to <out>/data (if absent), then for every (specialization, seed): tiny
 DINOv2 pretraining, k-NN, linear segmentation probe and the token-interaction analysis, cached in
 <out>/<spec>_seed<k>/result.json (rerunning resumes). Report: <out>/report.md + PNGs.
-The logic lives in clsvit_lightning/study/proxy.py (tested in tests/experiments/). Measured: 44.6 min
-for the 9 runs on 2 CPU cores shared with another job; results and settings in RESULTS.md.
+The logic lives in clsvit_lightning/study/proxy.py (tested in tests/experiments/). Measured: 40.7 min
+for the 9 runs on 2 CPU cores partly shared with other jobs; results and settings in RESULTS.md.
 """
 
 import sys
