@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from clsvit_lightning.analysis import statistics as stats
 from clsvit_lightning.models import Specialization
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: channels_pre (channel magnitudes entering each norm)
 
 
 @dataclass
@@ -70,6 +70,9 @@ def _norm_entry(norm: nn.Module, inputs: tuple[Tensor, Tensor], outputs: tuple[T
         # cos(prefix weight, shared weight): 1 for a shared or freshly warm-started norm.
         "path_weight_cosine": _weight_cosine(prefix_params[0], shared[0]),
         "channels": stats.channel_magnitudes(post_cls, post_patches, top_k),
+        # Going into the norm: which channels each token type uses before the norm rescales them
+        # (the paper's account is a LayerNorm fitting channels of different magnitude per type).
+        "channels_pre": stats.channel_magnitudes(_split(prefix)[0], patches, top_k),
     }
 
 

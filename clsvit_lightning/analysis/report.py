@@ -42,6 +42,7 @@ A *norm entry* describes one LayerNorm:
 | `channels.specificity` | per channel `(m_cls - m_patch) / (m_cls + m_patch)`: +1 [CLS]-only, -1 patch-only |
 | `channels.cls_specific`, `channels.patch_specific` | indices of the most [CLS]-only / patch-only channels |
 | `channels.mean_abs_specificity` | mean absolute specificity over the channels |
+| `channels_pre.*` | the same for the norm's input |
 """
 
 from __future__ import annotations
@@ -54,8 +55,8 @@ _SIMILARITIES = ("cls_patch", "patch_patch", "register_patch")
 _CHANNELS = ("cls_magnitude", "patch_magnitude", "specificity", "cls_specific", "patch_specific")
 NORM_ENTRY_KEYS = frozenset(
     [f"{stage}.{name}" for stage in ("pre", "post", "paths.prefix", "paths.patch") for name in _SIMILARITIES]
-    + ["path_weight_cosine", "channels.mean_abs_specificity"]
-    + [f"channels.{name}" for name in _CHANNELS]
+    + ["path_weight_cosine"]
+    + [f"{group}.{name}" for group in ("channels", "channels_pre") for name in (*_CHANNELS, "mean_abs_specificity")]
 )
 _TOP_KEYS = (
     ["schema_version"]

@@ -34,6 +34,9 @@ def test_a_norm_that_mutes_the_shared_channels_makes_cls_orthogonal_to_the_patch
     channels = entry["channels"]
     assert set(channels["cls_specific"][:2]) == {2, 3}
     assert set(channels["patch_specific"][:2]) == {4, 5}
+    # Before the norm the shared channels 0-1 are as large for [CLS] as for the patches (specificity 0).
+    assert entry["channels_pre"]["specificity"][:2] == pytest.approx([0.0, 0.0], abs=0.1)
+    assert set(entry["channels_pre"]["cls_specific"][:2]) == {2, 3}
 
 
 def expected_norm_entry(norm, prefix, patches):
@@ -53,6 +56,7 @@ def expected_norm_entry(norm, prefix, patches):
         "paths": paths,
         "path_weight_cosine": F.cosine_similarity(norm.prefix_parameter("weight"), norm.weight, dim=0).item(),
         "channels": stats.channel_magnitudes(post_prefix[:, 0], post_patches, 8),
+        "channels_pre": stats.channel_magnitudes(prefix[:, 0], patches, 8),
     }
 
 

@@ -24,8 +24,9 @@ NORM_ENTRY = [
     *(f"{stage}.{name}" for stage in ("pre", "post", "paths.prefix", "paths.patch")
       for name in ("cls_patch", "patch_patch", "register_patch")),
     "path_weight_cosine",
-    "channels.cls_magnitude", "channels.patch_magnitude", "channels.specificity",
-    "channels.cls_specific", "channels.patch_specific", "channels.mean_abs_specificity",
+    *(f"{group}.{name}" for group in ("channels", "channels_pre")
+      for name in ("cls_magnitude", "patch_magnitude", "specificity", "cls_specific", "patch_specific",
+                   "mean_abs_specificity")),
 ]  # fmt: skip
 PINNED_KEYS = {
     "schema_version",
