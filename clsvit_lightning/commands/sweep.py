@@ -49,11 +49,17 @@ def sweep_main(argv: list[str]) -> list[dict[str, object]]:
 
     parser = build_parser()
     cfg = parser.parse_args(argv)
+    extra = {}
+    for name in ("pretrain_args", "probe_args"):
+        try:
+            extra[name] = shlex.split(getattr(cfg, name))
+        except ValueError as error:  # an unclosed quote
+            parser.error(f"--{name}: {error} in {getattr(cfg, name)!r}")
     try:
         config = load_sweep(cfg.sweep)
         runs = plan_sweep(
             config, cfg.out, cfg.base_config, cfg.probe_config, seed=cfg.seed, count=cfg.count,
-            pretrain_args=shlex.split(cfg.pretrain_args), probe_args=shlex.split(cfg.probe_args),
+            **extra,
         )  # fmt: skip
     except SweepConfigError as error:
         parser.error(f"--sweep: {error}")

@@ -270,13 +270,18 @@ class VisionTransformer(nn.Module):
 
         return count_flops_per_image(self, img_size)
 
-    def training_flops_per_image(self, batch_size: int, img_size: int | tuple[int, int] | None = None) -> float:
+    def training_flops_per_image(
+        self, batch_size: int, img_size: int | tuple[int, int] | None = None, forward_flops: float | None = None
+    ) -> float:
         """Forward FLOPs per image of a training batch: batch-subset stochastic depth runs each
         block's branches on ``max(int(B * (1 - rate)), 1)`` of the ``B`` images, so those blocks count
-        that fraction of their FLOPs (the patch embedding always runs on all of them)."""
+        that fraction of their FLOPs (the patch embedding always runs on all of them).
+
+        ``forward_flops``: :meth:`flops_per_image` at this size, if the caller already counted it.
+        """
         size = img_size if img_size is not None else self.config["img_size"]
         height, width = (size, size) if isinstance(size, int) else size
-        total = self.flops_per_image((height, width))
+        total = self.flops_per_image((height, width)) if forward_flops is None else forward_flops
         embed = 2 * (height // self.patch_size) * (width // self.patch_size) * self.patch_embed.proj.weight[0].numel()
         embed *= self.embed_dim
         per_block = (total - embed) / self.depth

@@ -158,13 +158,18 @@ def make_steps(model: torch.nn.Module, images: torch.Tensor, keep_gradients: boo
     return forward, train_step
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def model_arguments(parser: argparse.ArgumentParser, batch_size: int = 16) -> None:
+    """The model and input options the backbone benchmarks share."""
     parser.add_argument("--size", default="small", choices=sorted(SIZES))
     parser.add_argument("--patch_size", type=int, default=16)
     parser.add_argument("--img_size", type=int, default=224)
-    parser.add_argument("--batch_size", type=int, default=16)
+    parser.add_argument("--batch_size", type=int, default=batch_size)
     parser.add_argument("--specialization", default="paper")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    model_arguments(parser)
     parser.add_argument("--num_registers", type=int, default=0)
     parser.add_argument("--rounds", type=int, default=11)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")

@@ -17,7 +17,7 @@ import json
 import statistics
 
 import torch
-from backbone import make_steps, paired_ratio, time_call  # same folder: run as a script
+from backbone import make_steps, model_arguments, paired_ratio, time_call  # same folder: run as a script
 
 from clsvit_lightning.models import SIZES
 from clsvit_lightning.training.cpu_allocator import keep_freed_memory
@@ -25,12 +25,8 @@ from clsvit_lightning.training.cpu_allocator import keep_freed_memory
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--size", default="small", choices=sorted(SIZES))
-    parser.add_argument("--patch_size", type=int, default=16)
-    parser.add_argument("--img_size", type=int, default=224)
-    parser.add_argument("--batch_size", type=int, default=16)
+    model_arguments(parser)
     parser.add_argument("--rate", type=float, default=0.4, help="drop-path rate (DINOv2 ViT-L: 0.4)")
-    parser.add_argument("--specialization", default="paper")
     parser.add_argument("--rounds", type=int, default=7)
     args = parser.parse_args()
     if args.rounds < 1:

@@ -96,9 +96,7 @@ def student_forward_flops(model: VisionTransformer, side: int, batch: int) -> fl
     runs each block's branches on part of the batch (``Block.work_fraction``), the patch
     embedding on all of it."""
     side = model.patch_size * math.ceil(side / model.patch_size)
-    embed = 2 * (side // model.patch_size) ** 2 * model.patch_embed.proj.weight[0].numel() * model.embed_dim
-    fraction = sum(block.work_fraction(batch) for block in model.blocks) / len(model.blocks)
-    return embed + (forward_flops(model, side) - embed) * fraction
+    return model.training_flops_per_image(batch, side, forward_flops=forward_flops(model, side))
 
 
 @functools.cache

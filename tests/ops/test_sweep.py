@@ -213,3 +213,19 @@ def test_the_probe_finds_the_checkpoint_wherever_the_logger_put_it(tmp_path):
     trainer.fit(BoringModel())
     assert not list(run_dir.rglob("*.ckpt"))
     assert latest_checkpoint(run_dir) == (elsewhere / "last.ckpt").resolve()
+
+
+def test_an_unclosed_quote_in_extra_arguments_is_a_parser_error(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        run(
+            [
+                "sweep",
+                "--sweep",
+                str(SHIPPED),
+                "--out",
+                str(tmp_path),
+                "--dry_run",
+                "--pretrain_args=--data.init_args.root='/x",
+            ]
+        )
+    assert "--pretrain_args: No closing quotation" in capsys.readouterr().err
