@@ -4,6 +4,8 @@ Inductor compiles C++ on CPU, so these tests are the slow ones of the suite (~1 
 models are tiny, and the whole pretraining step is compiled once, in the test named ``slow_``.
 """
 
+import math
+
 import torch
 from lightning.pytorch import Callback, Trainer, seed_everything
 
@@ -72,11 +74,11 @@ class RecordSteps(Callback):
         self.losses.append(outputs["loss"].item())
 
 
-def fit_two_steps(module: DINOv2Pretraining, tmp_path) -> RecordSteps:
+def fit_steps(module: DINOv2Pretraining, tmp_path, precision: str = "32-true", steps: int = 2) -> RecordSteps:
     record = RecordSteps()
     trainer = Trainer(
-        default_root_dir=tmp_path, max_steps=2, accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
-        enable_model_summary=False, enable_checkpointing=False, callbacks=[record],
+        default_root_dir=tmp_path, max_steps=steps, accelerator="cpu", devices=1, logger=False, precision=precision,
+        enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False, callbacks=[record],
     )  # fmt: skip
     seed_everything(1)
     trainer.fit(module, TinySSLData(batch_size=4, length=8))
@@ -84,60 +86,44 @@ def fit_two_steps(module: DINOv2Pretraining, tmp_path) -> RecordSteps:
 
 
 def test_slow_compiled_pretraining_steps_match_eager(tmp_path):
+    """Compiled and eager fp32 steps agree as closely as fp32 rounding lets them, on any CPU.
+
+    The tolerance comes from the computation, not from one machine: a float64 run of the same step
+    measures how far eager fp32 rounding moves each value, and the compiled step (other kernels,
+    other summation orders) may move it by at most a few times that, plus a few fp32 ulps of the
+    value's scale. The sharp teacher softmax makes this step ill-conditioned (eager at 1 vs 2
+    threads already differs by 1e-3 of the largest gradient), which the float64 run captures; a
+    wrong fusion gives differences of the values' own size.
+    """
     eager, compiled = tiny_module(compile=False), tiny_module(compile=True)
-    reference = fit_two_steps(eager, tmp_path / "eager")
-    result = fit_two_steps(compiled, tmp_path / "compiled")
+    exact = tiny_module(compile=False)
+    reference = fit_steps(exact, tmp_path / "float64", precision="64-true")
+    eager_record = fit_steps(eager, tmp_path / "eager")
+    result = fit_steps(compiled, tmp_path / "compiled")
     # Student blocks (train mode, with grad) and teacher blocks (eval, no grad) were both compiled.
     for model in (compiled.student, compiled.teacher):
         assert all(block._compiled_call_impl is not None for block in model["backbone"].blocks)
     assert compiled.state_dict().keys() == eager.state_dict().keys()
-    torch.testing.assert_close(torch.tensor(result.losses), torch.tensor(reference.losses), rtol=1e-4, atol=1e-5)
-    # Gradients, not post-step weights: AdamW's first step is ~lr * sign(grad), which turns rounding
-    # noise on near-zero gradients into full-size differences. The sharp teacher softmax amplifies
-    # fp32 rounding on the [CLS] path: eager at 1 vs 2 threads already differs by 1.5e-3 of the
-    # largest entry, compiled vs eager by up to 1.2e-2 (the backbone alone matches to 1e-4, above).
-    assert result.grads.keys() == reference.grads.keys()
+    assert len(result.losses) == 2 and all(math.isfinite(loss) for loss in result.losses)
+
+    def assert_within_fp32_noise(got: torch.Tensor, fp32: torch.Tensor, exact: torch.Tensor, name: str) -> None:
+        exact = exact.to(torch.float64)
+        eager_error = (fp32.double() - exact).abs().max().item()
+        ulps = 64 * torch.finfo(torch.float32).eps * exact.abs().max().item()
+        error = (got.double() - exact).abs().max().item()
+        assert error <= 8 * eager_error + ulps, f"{name}: compiled off by {error:.3g}, eager fp32 by {eager_error:.3g}"
+
+    # The first step: same weights and batch in all three runs.
+    assert_within_fp32_noise(
+        torch.tensor(result.losses[:1]), torch.tensor(eager_record.losses[:1]), torch.tensor(reference.losses[:1]),
+        "loss of step 1",
+    )  # fmt: skip
+    assert result.grads.keys() == eager_record.grads.keys() == reference.grads.keys()
     for name, grad in reference.grads.items():
-        scale = grad.abs().max().clamp_min(1e-8)
-        torch.testing.assert_close(result.grads[name] / scale, grad / scale, rtol=0, atol=3e-2, msg=name)
-
-
-def traced(fn, *inputs):
-    from torch.fx.experimental.proxy_tensor import make_fx
-
-    return make_fx(fn)(*inputs)  # aten-level graph, each node with its value's metadata
-
-
-def targets(graph_module):
-    return [node.target for node in graph_module.graph.nodes if node.op == "call_function"]
-
-
-def test_unfuse_bias_pass_splits_addmm_before_pointwise_readers_and_saved_outputs():
-    from clsvit_lightning.training.compile import unfuse_bias_pass
-
-    aten = torch.ops.aten
-    x, w, b = torch.randn(6, 4), torch.randn(4, 5), torch.randn(5)
-
-    def pre_activation_saved(x, w, b):  # a training graph: GELU's input is also kept for the backward
-        product = aten.addmm(b, x, w)
-        return aten.gelu(product), product
-
-    def read_by_a_matmul(x, w, b):  # not pointwise: the bias stays in the GEMM
-        return aten.mm(aten.addmm(b, x, w), w.t())
-
-    def only_returned(x, w, b):  # no reader to fuse the add into
-        return aten.addmm(b, x, w)
-
-    graph = traced(pre_activation_saved, x, w, b)
-    expected = graph(x, w, b)
-    unfuse_bias_pass()(graph.graph)
-    graph.recompile()
-    assert aten.addmm.default not in targets(graph)
-    assert {aten.mm.default, aten.add.Tensor} <= set(targets(graph))
-    for got, want in zip(graph(x, w, b), expected, strict=True):
-        torch.testing.assert_close(got, want)
-
-    for kept in (read_by_a_matmul, only_returned):
-        graph = traced(kept, x, w, b)
-        unfuse_bias_pass()(graph.graph)
-        assert aten.addmm.default in targets(graph)
+        assert_within_fp32_noise(result.grads[name], eager_record.grads[name], grad, name)
+    # The second step starts from AdamW's first update, ~lr * sign(grad): rounding noise on tiny
+    # gradients becomes full-size weight differences, and the float64 run measures that too.
+    assert_within_fp32_noise(
+        torch.tensor(result.losses[1:]), torch.tensor(eager_record.losses[1:]), torch.tensor(reference.losses[1:]),
+        "loss of step 2",
+    )  # fmt: skip
