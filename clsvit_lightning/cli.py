@@ -1,8 +1,10 @@
 """The ``clsvit`` command: Lightning CLI subcommands plus the project's own.
 
 ``clsvit fit|validate|test|predict --config ...`` is a stock ``LightningCLI`` (jsonargparse: every
-option can be overridden on the command line, ``--print_config`` works). Project commands such
-as ``clsvit summary`` or ``clsvit demo`` are dispatched before it, each with its own parser.
+option can be overridden on the command line, ``--print_config`` works); ``--config`` takes a file
+or the name of a shipped config (``pretrain/dinov2``, see ``config_files.py``). Project commands
+such as ``clsvit summary`` or ``clsvit demo`` are dispatched before it, each with its own parser.
+``clsvit --help`` lists both kinds: LightningCLI's own top-level help knows only its subcommands.
 """
 
 from __future__ import annotations
@@ -10,12 +12,15 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 
+from clsvit_lightning import __version__
 from clsvit_lightning.commands.analyze import analyze_main
+from clsvit_lightning.commands.config import config_main
 from clsvit_lightning.commands.demo import demo_main
 from clsvit_lightning.commands.export import export_main
 from clsvit_lightning.commands.summary import summary_main
 from clsvit_lightning.commands.sweep import sweep_main
 from clsvit_lightning.commands.synth import synth_main
+from clsvit_lightning.config_files import resolve_config_args
 from clsvit_lightning.training.cpu_allocator import keep_freed_memory
 
 PROJECT_COMMANDS: dict[str, Callable[[list[str]], object]] = {
@@ -25,7 +30,17 @@ PROJECT_COMMANDS: dict[str, Callable[[list[str]], object]] = {
     "analyze": analyze_main,
     "export": export_main,
     "sweep": sweep_main,
+    "config": config_main,
 }
+
+# One line each for `clsvit --help` (Trainer's docstrings are paragraphs).
+LIGHTNING_COMMANDS = {
+    "fit": "train a model: pretraining (DINOv2, DeiT III), probes, finetuning",
+    "validate": "evaluate a model or checkpoint on the validation split (k-NN, mIoU, depth)",
+    "test": "evaluate on the test split",
+    "predict": "extract features of any backbone for a folder or dataset (configs/predict/features.yaml)",
+}
+SUBCOMMANDS = tuple(LIGHTNING_COMMANDS)
 
 
 def main(args: list[str] | None = None) -> None:
@@ -40,13 +55,55 @@ def main(args: list[str] | None = None) -> None:
 def run(args: list[str] | None = None) -> object:
     """Run one ``clsvit`` command and return what it produced (the CLI object, a result table)."""
     argv = list(sys.argv[1:] if args is None else args)
-    if argv and argv[0] in PROJECT_COMMANDS:
+    if not argv or argv[0] in ("-h", "--help"):
+        print(usage())
+        return None
+    if argv[0] == "--version":
+        print(version())
+        return None
+    try:
+        argv = resolve_config_args(argv)
+    except FileNotFoundError as error:
+        raise SystemExit(f"clsvit {argv[0]}: {error}") from None
+    if argv[0] in PROJECT_COMMANDS:
         return PROJECT_COMMANDS[argv[0]](argv[1:])
-    # From the console LightningCLI reads sys.argv itself (passing it as `args` makes it warn).
-    return lightning_main(None if args is None else argv)
+    if argv[0] not in SUBCOMMANDS and not argv[0].startswith("-"):
+        raise SystemExit(f"clsvit: unknown command {argv[0]!r}\n\n{usage()}")
+    if args is None:  # from the console LightningCLI reads sys.argv itself (`args` as well would warn)
+        sys.argv[1:] = argv
+        return lightning_main(None)
+    return lightning_main(argv)
 
 
-SUBCOMMANDS = ("fit", "validate", "test", "predict")
+def version() -> str:
+    import lightning  # noqa: PLC0415
+    import torch  # noqa: PLC0415
+
+    return f"clsvit_lightning {__version__} (torch {torch.__version__}, lightning {lightning.__version__})"
+
+
+def usage() -> str:
+    """The top-level help: every command with one line."""
+
+    def first_line(function: Callable) -> str:
+        doc = (sys.modules[function.__module__].__doc__ or "").strip().splitlines()[0]
+        return doc.split(":", 1)[-1].strip() if doc.startswith("``clsvit") else doc
+
+    width = max(map(len, [*LIGHTNING_COMMANDS, *PROJECT_COMMANDS])) + 2
+    lines = [
+        "usage: clsvit [-h] [--version] COMMAND [options]",
+        "",
+        "Pretrain and evaluate Vision Transformers with [CLS]/patch layer specialization.",
+        "`clsvit COMMAND --help` gives a command's options; `--config` takes a YAML file or a shipped",
+        "config name (`clsvit config list`).",
+        "",
+        "Lightning commands (LightningCLI: every option overridable, --print_config):",
+        *(f"  {name:<{width}}{text}" for name, text in LIGHTNING_COMMANDS.items()),
+        "",
+        "Project commands:",
+        *(f"  {name:<{width}}{first_line(function)}" for name, function in PROJECT_COMMANDS.items()),
+    ]
+    return "\n".join(lines)
 
 
 def lightning_main(argv: list[str] | None) -> object:
@@ -64,6 +121,9 @@ def lightning_main(argv: list[str] | None) -> object:
         # the config in each W&B run.
         save_config_callback=SaveConfigToLoggers,
         save_config_kwargs={"overwrite": True},
+        # The tasks build their own optimizers and schedules (parameter groups, per-step arrays):
+        # LightningCLI's --optimizer/--lr_scheduler would be silently ignored or break them.
+        auto_configure_optimizers=False,
         # A mistyped option (`--trainer.max_step 1`) is an error, not a silent prefix match.
         parser_kwargs={"allow_abbrev": False, **{command: {"allow_abbrev": False} for command in SUBCOMMANDS}},
         args=argv,

@@ -19,11 +19,12 @@ from pathlib import Path
 import torch
 
 from clsvit_lightning.cli import run
+from clsvit_lightning.config_files import CONFIG_ROOT
 from clsvit_lightning.models import VisionTransformer, load_pretrained
 
-PRETRAIN_CONFIGS = ["configs/pretrain/dinov2.yaml", "configs/pretrain/tiny_synthetic.yaml"]
-KNN_CONFIG = "configs/classification/knn.yaml"
-SEGMENTATION_CONFIG = "configs/dense/demo_synthetic_linear.yaml"
+PRETRAIN_CONFIGS = [str(CONFIG_ROOT / "pretrain/dinov2.yaml"), str(CONFIG_ROOT / "pretrain/tiny_synthetic.yaml")]
+KNN_CONFIG = str(CONFIG_ROOT / "classification/knn.yaml")
+SEGMENTATION_CONFIG = str(CONFIG_ROOT / "dense/demo_synthetic_linear.yaml")
 
 
 @dataclass

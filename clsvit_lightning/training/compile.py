@@ -37,7 +37,9 @@ def compile_blocks(module: nn.Module, **compile_kwargs: Any) -> int:
     worth its own specialised kernels, rather than one slower dynamic-shape graph.
     """
     options = {"dynamic": False, "fullgraph": True, **compile_kwargs}
-    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT)
+    # `recompile_limit` was `cache_size_limit` before torch 2.7.
+    limit = "recompile_limit" if hasattr(torch._dynamo.config, "recompile_limit") else "cache_size_limit"
+    setattr(torch._dynamo.config, limit, max(getattr(torch._dynamo.config, limit), RECOMPILE_LIMIT))
     blocks = [m for m in module.modules() if isinstance(m, Block)]
     for block in blocks:
         block.compile(**options)
