@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test demo lint bench clean
+.PHONY: setup test test-numerics demo lint bench bench-gpu clean
 
 setup: $(STAMP)
 
@@ -18,6 +18,11 @@ $(STAMP): pyproject.toml
 test: setup
 	WANDB_MODE=offline $(BIN)/python -m pytest -q
 
+# Tests comparing code paths (compiled/eager, bf16/fp32, DDP, ...) with AVX2 kernels, as on a CPU
+# without AVX-512; `.ci/run` runs it after `make test`.
+test-numerics: setup
+	WANDB_MODE=offline ATEN_CPU_CAPABILITY=avx2 $(BIN)/python -m pytest -q -m numerics
+
 demo: setup
 	$(BIN)/clsvit demo
 
@@ -27,6 +32,10 @@ lint: setup
 
 bench: setup
 	$(BIN)/python experiments/benchmarks/backbone.py
+
+# DINOv2 steps on one GPU (bf16, eager/compiled, vanilla/paper, DDP/FSDP); without CUDA it says so.
+bench-gpu: setup
+	$(BIN)/python experiments/benchmarks/gpu.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

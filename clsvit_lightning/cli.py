@@ -49,7 +49,10 @@ def main(args: list[str] | None = None) -> None:
         keep_freed_memory()  # before any tensor exists; see training/cpu_allocator.py
     except ValueError as error:  # a bad CLSVIT_MALLOC_TUNING value
         raise SystemExit(f"clsvit: {error}") from None
-    run(args)
+    try:
+        run(args)
+    except BrokenPipeError:  # `clsvit config list | head`: the reader left, nothing to report
+        sys.stderr.close()
 
 
 def run(args: list[str] | None = None) -> object:

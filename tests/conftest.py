@@ -28,3 +28,30 @@ def _finish_wandb_runs():
     wandb = sys.modules.get("wandb")
     if wandb is not None and wandb.run is not None:
         wandb.finish()
+
+
+# Tests that compare two code paths whose rounding depends on the CPU's kernels (compiled/eager,
+# bf16/fp32, DDP/one process, FSDP, fused/plain, sharded/one-process targets, separable/direct
+# sliding window, warm start bit for bit). `.ci/run` runs them a second time under
+# `ATEN_CPU_CAPABILITY=avx2`, the kernels of a CPU without AVX-512: `pytest -m numerics`.
+NUMERICS_MODULES = {
+    "tests/speed/test_compile.py",
+    "tests/speed/test_mixed_precision.py",
+    "tests/speed/test_fsdp.py",
+    "tests/ops/test_ddp.py",
+    "tests/models/test_fused_residual.py",
+    "tests/models/test_warm_start.py",
+    "tests/evaluation/test_sliding_window.py",
+    "tests/losses/test_teacher_targets.py",
+}
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "numerics: compares code paths whose rounding depends on the CPU")
+
+
+def pytest_collection_modifyitems(config, items):
+    root = config.rootpath
+    for item in items:
+        if item.path.relative_to(root).as_posix() in NUMERICS_MODULES:
+            item.add_marker(pytest.mark.numerics)

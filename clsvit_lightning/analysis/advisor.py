@@ -1,7 +1,8 @@
 """Specialization advisor: which blocks and components of a vanilla model to specialize.
 
-What the ranking rests on (the paper's analysis, paper.md §1): a shared LayerNorm that is bent to
-serve two token types shows it in two ways, and a specialized norm removes exactly that strain.
+What the ranking rests on (the analysis of Marouani et al., ICLR 2026, arXiv 2602.08626): a shared
+LayerNorm that is bent to serve two token types shows it in two ways, and a specialized norm removes
+exactly that strain.
 
 1. **Separation by the norm.** With ``gap = patch_patch - cls_patch`` (how much less [CLS] resembles
    the patches than the patches resemble each other), the norm's ``separation_gain`` is

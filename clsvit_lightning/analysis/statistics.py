@@ -1,4 +1,4 @@
-"""The token-interaction statistics of the paper's analysis (paper.md §1), on plain tensors.
+"""The token-interaction statistics of the paper's analysis (Marouani et al., arXiv 2602.08626), on plain tensors.
 
 Every function takes the token groups of one position of the residual stream, batched over
 images, and returns Python floats/lists so that the results go straight into the JSON report:

@@ -3,7 +3,7 @@
 An ``A.Compose`` owns its random generators (``random_generator``, ``py_random``). The DataLoader
 copies the dataset, generators included, into each worker, so every worker replays the same
 stream, and without persistent workers every epoch replays it again (AlbumentationsX#266, fixed
-only in the AGPL successor; ecosystem §6.4). :func:`worker_init_fn` reseeds every ``Compose``
+only in the AGPL successor). :func:`worker_init_fn` reseeds every ``Compose``
 reachable from the worker's dataset from ``torch.initial_seed()`` (which torch makes distinct per
 worker and per epoch and derives from the DataLoader's generator, so ``seed_everything`` still
 makes runs repeatable) mixed with the global rank, each ``Compose`` with its own seed.

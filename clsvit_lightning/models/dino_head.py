@@ -1,4 +1,4 @@
-"""DINO projection head: MLP, L2-normalised bottleneck, weight-normalised prototypes (DINOv2 §1.9)."""
+"""DINO head: MLP, L2-normalised bottleneck, weight-normalised prototypes (``dinov2/layers/dino_head.py``)."""
 
 from __future__ import annotations
 

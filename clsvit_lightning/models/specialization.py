@@ -216,7 +216,8 @@ def _compact(indices: list[int]) -> str:
 PRESETS: dict[str, Specialization] = {
     "vanilla": Specialization(),
     "none": Specialization(),
-    # Norms and LayerScales everywhere, the final norm, QKV in the first third (paper.md §2.2-2.3):
+    # Norms and LayerScales everywhere, the final norm, QKV in the first third (Marouani et al., ICLR 2026,
+    # arXiv 2602.08626):
     # +8.3 % parameters for ViT-S/B/L, no extra FLOPs.
     "paper": Specialization(norm1="all", norm2="all", ls1="all", ls2="all", qkv="first_third", final_norm=True),
 }

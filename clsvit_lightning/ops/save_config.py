@@ -2,7 +2,7 @@
 
 With ``WandbLogger`` the trainer's log dir is the logger's ``save_dir`` (not a versioned folder),
 and a SLURM requeue restarts in the same ``default_root_dir``: the stock callback then finds an
-existing ``config.yaml`` and stops the run (ecosystem.md §1.4). This one overwrites the shared
+existing ``config.yaml`` and stops the run (Lightning issue #7679). This one overwrites the shared
 file (the latest run's config) and also stores the config inside each W&B run, as a file in the
 run's folder (synced with it) and in the run's config, so no run loses the config it ran with.
 """

@@ -2,7 +2,7 @@
 
 Lightning's own auto-requeue saves the checkpoint inside the signal handler, i.e. wherever the
 main thread happens to be (mid-backward, between the optimizer step and the EMA update...;
-Lightning#21406, ecosystem.md §2.3). Here the handler only raises a flag. At the end of the next
+Lightning issue #21406; docs/operations.md#slurm). Here the handler only raises a flag. At the end of the next
 training batch that completed an optimizer step, all ranks agree on the flag (any rank signalled
 = all save, since saving is collective), save ``hpc_ckpt_<n>.ckpt`` in ``default_root_dir`` (the
 name Lightning looks for when a SLURM job restarts with ``ckpt_path`` unset), rank 0 runs

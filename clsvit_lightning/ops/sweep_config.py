@@ -1,7 +1,8 @@
 """W&B sweep files without a W&B server: validate, expand grid/random parameters, render commands.
 
-Only the pure-Python ``sweeps`` engine runs without a server (ecosystem.md §3.5), and its random
-suggestions cannot be seeded; expanding ``grid`` and ``random`` here is short and reproducible.
+Only the pure-Python ``sweeps`` engine (github.com/wandb/sweeps) runs without a server, and its random
+suggestions cannot be seeded; expanding ``grid`` and ``random`` here is short and reproducible
+(docs/operations.md#sweeps).
 Commands are rendered the way the W&B agent renders them (``${args}`` -> ``--key=<str(value)>``),
 so a combination that runs here runs the same under ``wandb agent``.
 """

@@ -1,7 +1,7 @@
 """A ``WandbLogger`` that decides online/offline itself and names runs after the model.
 
 Without credentials, ``wandb.init`` raises ``UsageError`` (non-TTY) instead of falling back to
-offline, and with a key but no network it fails after ~100 s (ecosystem.md §3.2). So with
+offline, and with a key but no network it fails after ~100 s (docs/operations.md#wb-logging). So with
 ``mode="auto"`` the logger looks for credentials first (``WANDB_API_KEY``, an OIDC token file, a
 netrc entry for the API host) and runs offline when there are none; ``wandb sync <dir>`` uploads
 later. An explicit ``WANDB_MODE`` in the environment always wins.

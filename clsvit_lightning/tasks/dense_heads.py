@@ -2,9 +2,10 @@
 
 * :class:`DenseFeatures`: the backbone's patch tokens of chosen blocks as maps ``[B, C, h, w]``
   (optionally with the [CLS] token broadcast beside each), frozen or trainable.
-* :class:`BNConvHead`: ``BatchNorm2d + Conv1x1`` (mmseg ``BNHead``, recipe §3.3).
+* :class:`BNConvHead`: ``BatchNorm2d + Conv1x1`` (``BNHead`` in
+  ``dinov2/eval/segmentation/models/decode_heads/linear_head.py``).
 * :class:`DepthBinsHead`: ×4 bilinear upsampling, ``Conv1x1`` to ``num_bins`` scores, depth as the
-  bin-weighted mean (recipe §3.4), or direct regression.
+  bin-weighted mean (DINOv2's linear depther, ``dinov2/eval/depth/``), or direct regression.
 * :class:`DensePredictor`: pads the image to a multiple of the patch size, runs features + head,
   resizes the outputs bilinearly to the padded size and removes the padding, so outputs are
   registered pixel for pixel with the input (DINOv2 squeezes the padded map onto the image instead).

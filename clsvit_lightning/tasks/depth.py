@@ -1,4 +1,5 @@
-"""Monocular depth on frozen ViT features: DINOv2's linear depth probe (recipe §3.4; NYUv2).
+"""Monocular depth on frozen ViT features: DINOv2's linear depth probe (NYUv2; ``dinov2/eval/depth/``,
+``dinov2/hub/depthers.py``; docs/protocols.md#nyuv2-depth).
 
 Features: the un-normed outputs of the last block (``linear``) or of 4 evenly spaced blocks
 (``multilayer``, ViT-S/B: ``[2, 5, 8, 11]``), each with its [CLS] token broadcast beside the

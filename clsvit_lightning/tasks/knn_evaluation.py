@@ -1,4 +1,6 @@
-"""k-NN classification of any backbone's [CLS] features under ``clsvit validate`` (DINOv2 protocol, recipe §3.1).
+"""k-NN classification of any backbone's [CLS] features under ``clsvit validate`` (DINOv2's ``dinov2/eval/knn.py``).
+
+Protocol: docs/protocols.md#k-nn-classification.
 
 Features are the L2-normalised final-norm [CLS] (``backbone.forward``) of the evaluation pipeline
 (resize 256, centre crop 224). For a query ``q`` with neighbours ``x_j`` (cosine ``s_j``, labels

@@ -1,4 +1,6 @@
-"""Linear probe on a frozen backbone: a grid of linear classifiers trained jointly (DINOv2, recipe §3.2).
+"""Linear probe on a frozen backbone: a grid of linear classifiers trained jointly (``dinov2/eval/linear.py``).
+
+Protocol: docs/protocols.md#linear-classification-probe.
 
 Features are ``backbone.get_intermediate_layers(images, n, return_class_token=True)`` (final norm
 applied) of the last ``n = max(n_last_blocks_options)`` blocks, computed once per batch without

@@ -1,6 +1,7 @@
 """Semantic segmentation on ViT patch features: linear probe, multi-layer ("+ms") probe, finetuning.
 
-The DINOv2 ADE20K protocol (recipe §3.3; configs/dense/ade20k_linear.yaml):
+The DINOv2 ADE20K protocol (``dinov2/eval/segmentation/``; configs/dense/ade20k_linear.yaml;
+docs/protocols.md#ade20k-linear-segmentation):
 
 * ``linear``: frozen backbone (eval mode), ``BatchNorm + 1x1 conv`` on the final-normed patch tokens
   of the last block; ``multilayer``: the same head on the last 4 blocks concatenated (no [CLS], as

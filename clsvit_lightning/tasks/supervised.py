@@ -1,6 +1,7 @@
 """Supervised ViT pretraining with the DeiT III recipe (Touvron et al. 2022, "DeiT III: Revenge of the ViT").
 
-The paper's second framework (paper.md §3): layer specialization also helps supervised training.
+The paper's second framework (Marouani et al., ICLR 2026, arXiv 2602.08626): layer specialization also
+helps supervised training.
 The recipe, defaults in ``configs/supervised/deit3_base.yaml``:
 
 * data: 3-Augment (one of grayscale / solarize / Gaussian blur, colour jitter 0.3) after a random

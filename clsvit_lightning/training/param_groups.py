@@ -1,4 +1,6 @@
-"""Optimizer parameter groups as per-parameter multipliers, fused afterwards (DINOv2 §1.5).
+"""Optimizer parameter groups as per-parameter multipliers, fused afterwards.
+
+As ``dinov2/utils/param_groups.py`` (docs/recipe.md#optimizer-and-parameter-groups).
 
 What a parameter is comes from the module that owns it, never from a name substring:
 * no weight decay: parameters listed in the owning module's ``no_weight_decay`` set (token ops,

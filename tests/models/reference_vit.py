@@ -1,4 +1,5 @@
-"""An independent, single-tensor ViT forward written from the DINOv2 description (recipe §2).
+"""An independent, single-tensor ViT forward written from the DINOv2 description
+(``dinov2/models/vision_transformer.py``, ``dinov2/layers/``).
 
 It reads the same state-dict keys as the backbone but shares none of its code: the tests use it
 to check that the two-stream implementation computes the textbook function, and that a

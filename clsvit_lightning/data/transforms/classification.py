@@ -1,8 +1,8 @@
 """Single-view image pipelines for classification: supervised training, linear-probe training, evaluation.
 
 - ``eval``: resize the short side to ``resize_size`` (256), centre-crop ``crop_size`` (224), bicubic
-  (DINOv2 k-NN and linear eval, recipe §3.1–3.2). Every resize antialiases when it shrinks.
-- ``linear``: ``RandomResizedCrop(224)`` bicubic + flip 0.5 (DINOv2 linear-probe training, §3.2).
+  (DINOv2 k-NN and linear eval, ``dinov2/eval/{knn,linear}.py``). Every resize antialiases when it shrinks.
+- ``linear``: ``RandomResizedCrop(224)`` bicubic + flip 0.5 (DINOv2 linear-probe training, ``dinov2/eval/linear.py``).
 - ``supervised``: DeiT-III "3-Augment": ``RandomResizedCrop(224, scale=(0.08, 1))`` + flip, then one
   of grayscale / solarize / Gaussian blur, then colour jitter 0.3 (Touvron et al. 2022, §3.2).
 

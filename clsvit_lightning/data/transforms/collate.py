@@ -1,6 +1,7 @@
 """Batch builders: multi-crop (crop-major, with iBOT masks), labelled images, dense pairs.
 
-Crop-major order (``dinov2/data/collate.py``, recipe §1.7) with the crop group as its own dimension:
+Crop-major order (``dinov2/data/collate.py``; docs/recipe.md#multi-crop-augmentation) with the crop group as its
+own dimension:
 ``global_crops[k, b]`` is crop ``k`` of sample ``b``, and ``global_crops.flatten(0, 1)`` is DINOv2's
 ``[crop0 of all samples, crop1 of all samples]`` batch.
 """

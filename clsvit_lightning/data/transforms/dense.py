@@ -1,13 +1,13 @@
 """Pipelines for dense tasks: semantic segmentation (image + class mask) and depth (image + depth map).
 
-Segmentation train is the mmseg ADE20K recipe of DINOv2's linear eval (recipe §3.3): random short-side
+Segmentation train is the mmseg ADE20K recipe of DINOv2's linear eval (docs/protocols.md): random short-side
 rescale ``ratio_range=(0.5, 2.0)`` of ``base_size`` -> random crop (at most the image) with the
 ``cat_max_ratio`` rule -> flip 0.5 -> photometric distortion -> pad to the crop, bottom and right
 (image: the mean colour, i.e. 0 once normalised, as mmseg pads after ``Normalize``; mask: 255).
 Validation keeps the full image (for sliding-window inference, the protocol) or resizes its short
 side to ``base_size``.
 
-Depth train follows the NYUv2 recipe of the depth toolboxes DINOv2 uses (recipe §3.4): small
+Depth train follows the NYUv2 recipe of the depth toolboxes DINOv2 uses (``dinov2/eval/depth/``): small
 rotation (+-2.5 deg, p=0.5), flip 0.5, random crop, brightness/contrast/gamma jitter. There is no
 rescale: scaling the image would change the apparent metric depth.
 

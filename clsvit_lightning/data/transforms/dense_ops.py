@@ -1,4 +1,6 @@
-"""Albumentations transforms for the mmsegmentation training recipe (DINOv2 linear eval, recipe §3.3).
+"""Albumentations transforms for the mmsegmentation training recipe of DINOv2's linear segmentation eval.
+
+Protocol: docs/protocols.md#ade20k-linear-segmentation.
 
 Written as albumentations transforms (randomness from ``self.py_random``) so that one ``Compose``
 holds the whole pipeline and :func:`clsvit_lightning.data.seeding.reseed_augmentations` reseeds it.

@@ -1,4 +1,4 @@
-"""iBOT block-wise masking (BEiT's ``MaskingGenerator``, ``dinov2/data/masking.py``; recipe §1.8).
+"""iBOT block-wise masking (BEiT's ``MaskingGenerator``, ``dinov2/data/masking.py``; docs/recipe.md#ibot-masking).
 
 A mask over the ``height x width`` patch grid is grown by adding random rectangles until it holds
 ``num_masked`` patches. Each rectangle has area ``U(min_patches, remaining)`` (at most

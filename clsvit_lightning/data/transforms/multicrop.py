@@ -1,4 +1,6 @@
-"""DINOv2 multi-crop augmentation (``dinov2/data/augmentations.py``, recipe §1.7) with albumentations.
+"""DINOv2 multi-crop augmentation (``dinov2/data/augmentations.py``) with albumentations.
+
+See docs/recipe.md#multi-crop-augmentation.
 
 Each image gives two global crops (``RandomResizedCrop(224, scale=(0.32, 1.0))``, bicubic) and
 ``num_local_crops`` local crops (96 px, or 98 for patch 14; ``scale=(0.05, 0.32)``). Every crop gets a

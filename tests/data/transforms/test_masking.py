@@ -1,4 +1,5 @@
-"""iBOT block masking (recipe §1.8): counts never exceed the target, ratios are stratified over the batch."""
+"""iBOT block masking (docs/recipe.md#ibot-masking): counts never exceed the target, ratios are stratified over
+the batch."""
 
 import numpy as np
 import pytest

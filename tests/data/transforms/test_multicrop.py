@@ -1,4 +1,5 @@
-"""The DINOv2 multi-crop recipe (recipe §1.7): crop sizes, scales, and each crop's photometric probabilities."""
+"""The DINOv2 multi-crop recipe (docs/recipe.md#multi-crop-augmentation): crop sizes, scales, and each crop's
+photometric probabilities."""
 
 import math
 
