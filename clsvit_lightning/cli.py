@@ -19,6 +19,7 @@ from clsvit_lightning.commands.demo import demo_main
 from clsvit_lightning.commands.export import export_main
 from clsvit_lightning.commands.summary import summary_main
 from clsvit_lightning.commands.sweep import sweep_main
+from clsvit_lightning.commands.sweep_run import sweep_run_main
 from clsvit_lightning.commands.synth import synth_main
 from clsvit_lightning.config_files import resolve_config_args
 from clsvit_lightning.training.cpu_allocator import keep_freed_memory
@@ -30,6 +31,7 @@ PROJECT_COMMANDS: dict[str, Callable[[list[str]], object]] = {
     "analyze": analyze_main,
     "export": export_main,
     "sweep": sweep_main,
+    "sweep-run": sweep_run_main,
     "config": config_main,
 }
 
@@ -110,27 +112,9 @@ def usage() -> str:
 
 
 def lightning_main(argv: list[str] | None) -> object:
-    from lightning.pytorch import LightningDataModule, LightningModule  # noqa: PLC0415 (keep `summary` light)
-    from lightning.pytorch.cli import LightningCLI  # noqa: PLC0415
+    from clsvit_lightning.lightning_cli import lightning_main as main_  # noqa: PLC0415 (keep `summary` light)
 
-    from clsvit_lightning.ops.save_config import SaveConfigToLoggers  # noqa: PLC0415
-
-    return LightningCLI(
-        LightningModule,
-        LightningDataModule,
-        subclass_mode_model=True,
-        subclass_mode_data=True,
-        # Writes config.yaml (overwriting: a SLURM requeue or a W&B run reuses the folder) and stores
-        # the config in each W&B run.
-        save_config_callback=SaveConfigToLoggers,
-        save_config_kwargs={"overwrite": True},
-        # The tasks build their own optimizers and schedules (parameter groups, per-step arrays):
-        # LightningCLI's --optimizer/--lr_scheduler would be silently ignored or break them.
-        auto_configure_optimizers=False,
-        # A mistyped option (`--trainer.max_step 1`) is an error, not a silent prefix match.
-        parser_kwargs={"allow_abbrev": False, **{command: {"allow_abbrev": False} for command in SUBCOMMANDS}},
-        args=argv,
-    )
+    return main_(argv)
 
 
 if __name__ == "__main__":

@@ -43,6 +43,12 @@ class NonFiniteLossError(RuntimeError):
 class DINOv2Pretraining(LightningModule):
     """Student/teacher self-distillation; ``backbone`` is the student's (the teacher is a copy)."""
 
+    # What the checkpoint's weights fix: refused if changed at resume (clsvit_lightning/lightning_cli.py).
+    fixed_on_resume = frozenset({
+        "num_prototypes", "head_hidden_dim", "head_bottleneck_dim", "separate_ibot_head", "ibot_num_prototypes",
+        "ibot_head_hidden_dim", "ibot_head_bottleneck_dim", "teacher_targets",
+    })  # fmt: skip
+
     def __init__(
         self,
         backbone: VisionTransformer,
@@ -329,7 +335,9 @@ class DINOv2Pretraining(LightningModule):
             terms = {k: float(v) for k, v in losses.items()}
             raise NonFiniteLossError(
                 f"non-finite loss at step {self.global_step} ({terms}); training stopped before the optimizer "
-                "step, so the last saved checkpoint is intact. Lower the lr or check the data."
+                "step, so the last saved checkpoint is intact. Lower the lr or check the data, then resume: "
+                "`clsvit fit ... --model.init_args.base_lr <lower> --ckpt_path <checkpoint>` (the values given "
+                "at resume time are used)."
             )
         batch_size = global_crops.shape[1]
         self.log_dict({f"train/loss_{k}": v for k, v in losses.items()}, prog_bar=True, batch_size=batch_size)

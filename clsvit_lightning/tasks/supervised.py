@@ -53,6 +53,9 @@ def global_batch_size(trainer: Trainer, needed_by: str) -> int:
 class DeiT3Supervised(LightningModule):
     """A linear classifier on the normed [CLS] of ``backbone``, both trained on labelled images."""
 
+    # What the checkpoint's weights fix: refused if changed at resume (clsvit_lightning/lightning_cli.py).
+    fixed_on_resume = frozenset({"num_classes", "optimizer"})
+
     def __init__(
         self,
         backbone: VisionTransformer,
