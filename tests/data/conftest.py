@@ -37,3 +37,19 @@ def synthetic_root(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("synthetic")
     write_synthetic(out, num_train=24, num_val=8, num_classes=4, size_range=(40, 56), seed=3)
     return out
+
+
+def write_exif_rotated_jpeg(path: Path, rgb: np.ndarray, orientation: int = 6) -> Path:
+    """A JPEG storing ``rgb`` as is, with an EXIF Orientation tag (6 = display rotated 90 degrees clockwise)."""
+    from PIL import Image  # noqa: PLC0415
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    Image.fromarray(rgb).save(path, exif=exif)
+    return path
+
+
+def skip_warnings(caplog) -> list[str]:
+    """The "skipped N" summary lines logged by the datasets (one per split listed)."""
+    return [record.getMessage() for record in caplog.records if ": skipped " in record.getMessage()]

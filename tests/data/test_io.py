@@ -61,3 +61,51 @@ def test_depth_png_millimetres_to_metres(tmp_path):
     write_label(tmp_path / "d8.png", millimetres.astype(np.uint8))
     with pytest.raises(LabelError, match="16-bit"):
         read_depth_png(tmp_path / "d8.png", 1000.0)
+
+
+def test_exif_orientation_ignored_on_request(tmp_path):
+    from tests.data.conftest import write_exif_rotated_jpeg
+
+    path = write_exif_rotated_jpeg(tmp_path / "phone.jpg", random_rgb(4, 8))
+    assert read_rgb(path).shape == (8, 4, 3)  # classification: shown upright, as a viewer would
+    assert read_rgb(path, ignore_orientation=True).shape == (4, 8, 3)  # dense tasks: as stored, like the mask
+
+
+def test_jpeg_mask_saved_as_png_is_rejected(tmp_path):
+    labels = np.array([[0, 1, 150, 2]] * 8, np.uint8)  # in range for ADE20K: only the bytes can tell
+    ok, encoded = cv2.imencode(".jpg", labels)
+    assert ok
+    encoded.tofile(tmp_path / "mask.png")
+    with pytest.raises(LabelError, match=r"mask\.png is a JPEG"):
+        read_label_map(tmp_path / "mask.png")
+    encoded.tofile(tmp_path / "mask.bmp")  # a JPEG under any name is lossy
+    with pytest.raises(LabelError, match=r"mask\.bmp is a JPEG"):
+        read_label_map(tmp_path / "mask.bmp")
+    ok, encoded = cv2.imencode(".bmp", labels)
+    encoded.tofile(tmp_path / "bmp.png")
+    with pytest.raises(LabelError, match=r"bmp\.png is named \.png but its bytes are not PNG"):
+        read_label_map(tmp_path / "bmp.png")
+
+
+def test_suffix_variants_and_listing_report(tmp_path, caplog):
+    import logging
+
+    from clsvit_lightning.data.io import SkipReport, list_images, strip_suffix
+
+    assert strip_suffix("ADE_1.JPG", ".jpg") == strip_suffix("ADE_1.jpeg", ".jpg") == "ADE_1"
+    assert strip_suffix("a_leftImg8bit.PNG", "_leftImg8bit.png") == "a" and strip_suffix("a.png", ".jpg") is None
+    for name in ("a.JPG", "b.jpeg", "c.PNG", "notes.txt"):
+        write_image(tmp_path / name, random_rgb(2, 2)) if name != "notes.txt" else (tmp_path / name).write_text("x")
+    (tmp_path / "gone.jpg").symlink_to(tmp_path / "missing.jpg")
+    write_image(tmp_path / "sub" / "d.jpg", random_rgb(2, 2))
+    report = SkipReport("test")
+    assert [p.name for p in list_images(tmp_path, skipped=report)] == ["a.JPG", "b.jpeg", "c.PNG"]
+    assert report.counts == {
+        "broken symlink": 1,
+        "not an image (.jpg/.jpeg/.png/.bmp/.webp)": 1,
+        "sub-folder (not searched)": 1,
+    }
+    assert report.examples["broken symlink"] == tmp_path / "gone.jpg"
+    with caplog.at_level(logging.WARNING):
+        assert len(list_images(tmp_path, recursive=True)) == 4  # no report given: logged, in one line
+    assert len([r for r in caplog.records if "skipped 2" in r.getMessage()]) == 1

@@ -13,7 +13,7 @@ from typing import Literal
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader
 
-from clsvit_lightning.data.datamodules.loaders import make_loader
+from clsvit_lightning.data.datamodules.loaders import check_batch_fits, make_loader
 from clsvit_lightning.data.datasets.depth import DepthDataset
 from clsvit_lightning.data.datasets.segmentation import SegmentationDataset
 from clsvit_lightning.data.datasets.segmentation_layouts import SegmentationLayout, get_layout
@@ -106,7 +106,8 @@ class SegmentationDataModule(_DenseDataModule):
         val = segmentation_val_transform(hp.val_mode, hp.base_size)
         if stage in (None, "fit"):
             self.train_dataset = SegmentationDataset(self.root, self.layout, "train", train, hp.skip_corrupt)
-        self.val_dataset = SegmentationDataset(self.root, self.layout, "val", val, hp.skip_corrupt)
+            check_batch_fits(self.train_dataset, hp.batch_size, self.train_dataset.description)
+        self.val_dataset = SegmentationDataset(self.root, self.layout, "val", val, hp.skip_corrupt, evaluation=True)
 
 
 class DepthDataModule(_DenseDataModule):
@@ -133,15 +134,25 @@ class DepthDataModule(_DenseDataModule):
         self.save_hyperparameters()
         self.root = root
 
-    def _dataset(self, split_file: str, transform, eigen_crop: bool) -> DepthDataset:
+    def _dataset(self, split_file: str, transform, eigen_crop: bool, evaluation: bool) -> DepthDataset:
         hp = self.hparams
         return DepthDataset(
-            self.root, split_file, transform, hp.depth_scale, hp.min_depth, hp.max_depth, eigen_crop, hp.skip_corrupt
+            self.root,
+            split_file,
+            transform,
+            hp.depth_scale,
+            hp.min_depth,
+            hp.max_depth,
+            eigen_crop,
+            hp.skip_corrupt,
+            evaluation,
         )
 
     def setup(self, stage: str | None = None) -> None:
         hp = self.hparams
         if stage in (None, "fit"):
             # Training supervises every measured pixel; the Eigen crop is an evaluation convention.
-            self.train_dataset = self._dataset(hp.train_split_file, depth_train_transform(tuple(hp.crop_size)), False)
-        self.val_dataset = self._dataset(hp.val_split_file, depth_val_transform(), hp.eigen_crop)
+            train = depth_train_transform(tuple(hp.crop_size))
+            self.train_dataset = self._dataset(hp.train_split_file, train, False, evaluation=False)
+            check_batch_fits(self.train_dataset, hp.batch_size, self.train_dataset.description)
+        self.val_dataset = self._dataset(hp.val_split_file, depth_val_transform(), hp.eigen_crop, evaluation=True)

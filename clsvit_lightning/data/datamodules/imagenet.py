@@ -8,8 +8,9 @@ from typing import Literal
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader
 
-from clsvit_lightning.data.datamodules.loaders import make_loader
+from clsvit_lightning.data.datamodules.loaders import check_batch_fits, make_loader
 from clsvit_lightning.data.datasets.imagenet import ImageFolderDataset
+from clsvit_lightning.data.io import DatasetLayoutError
 from clsvit_lightning.data.transforms.classification import classification_transform
 from clsvit_lightning.data.transforms.collate import MultiCropCollate, collate_labelled
 from clsvit_lightning.data.transforms.multicrop import BlurProbabilities, MultiCropTransform
@@ -28,6 +29,13 @@ class ImageNetDataModule(LightningDataModule):
 
     The val loader is always the eval pipeline. :meth:`feature_dataloader` gives the eval pipeline
     on any split, for k-NN callbacks during pretraining.
+
+    ``ssl`` pretraining reads only ``train/``: ``val/`` is opened when something reads it (the val
+    loader, :meth:`feature_dataloader`, ``setup("validate" | "test")``), and its absence or a flat,
+    unsorted ``val/`` is then an error naming the folder. The other modes validate, so ``setup("fit")``
+    checks ``val/`` up front. A ``batch_size`` larger than the training set is an error at setup (the
+    training loader drops the last incomplete batch). With ``skip_corrupt`` the training set
+    substitutes the next image for a corrupt one, the evaluation sets drop corrupt images.
     """
 
     def __init__(
@@ -65,11 +73,14 @@ class ImageNetDataModule(LightningDataModule):
             "persistent_workers": persistent_workers,
         }
 
-    def _dataset(self, split: str, transform, classes: list[str] | None = None) -> ImageFolderDataset:
+        self._eval_datasets: dict[str, ImageFolderDataset] = {}
+
+    def _dataset(
+        self, split: str, transform, classes: list[str] | None = None, evaluation: bool = False
+    ) -> ImageFolderDataset:
         hp = self.hparams
-        return ImageFolderDataset(
-            self.root, split, transform, classes, hp.class_subset_file if classes is None else None, hp.skip_corrupt
-        )
+        subset = hp.class_subset_file if classes is None else None
+        return ImageFolderDataset(self.root, split, transform, classes, subset, hp.skip_corrupt, evaluation)
 
     def train_transform(self):
         hp = self.hparams
@@ -87,7 +98,7 @@ class ImageNetDataModule(LightningDataModule):
 
     @cached_property
     def train_dataset(self) -> ImageFolderDataset:
-        return self._dataset("train", self.train_transform())
+        return self._dataset("train", self.train_transform(), evaluation=self.mode == "eval")
 
     @property
     def classes(self) -> list[str]:
@@ -97,15 +108,32 @@ class ImageNetDataModule(LightningDataModule):
     def num_classes(self) -> int:
         return len(self.classes)
 
+    @property
+    def drop_last(self) -> bool:
+        return self.mode != "eval"  # training modes shuffle and drop the last incomplete batch
+
     def setup(self, stage: str | None = None) -> None:
-        # Building the datasets here surfaces layout errors before the first step.
+        # Building the datasets here surfaces layout errors (and a batch larger than the data) before the first step.
+        if self.drop_last and stage in (None, "fit"):
+            check_batch_fits(self.train_dataset, self.hparams.batch_size, self.train_dataset.description)
         self.train_dataset  # noqa: B018
-        if stage in (None, "fit", "validate", "test"):
+        # SSL pretraining never reads val/ unless asked to (val loader, k-NN): only then is it required.
+        if stage in ("validate", "test") or (stage in (None, "fit") and self.mode != "ssl"):
             self.val_dataset = self.eval_dataset("val")
 
     def eval_dataset(self, split: str) -> ImageFolderDataset:
-        hp = self.hparams
-        return self._dataset(split, classification_transform("eval", hp.crop_size, hp.resize_size), self.classes)
+        """``split`` with the eval pipeline and the train class indices (built once per split)."""
+        if split not in self._eval_datasets:
+            hp = self.hparams
+            transform = classification_transform("eval", hp.crop_size, hp.resize_size)
+            try:
+                self._eval_datasets[split] = self._dataset(split, transform, self.classes, evaluation=True)
+            except DatasetLayoutError as error:
+                raise DatasetLayoutError(
+                    f"ImageNetDataModule(mode={self.mode!r}): the {split!r} split is read for evaluation "
+                    f"(val loader, k-NN / linear-probe features) but {error}"
+                ) from error
+        return self._eval_datasets[split]
 
     def train_dataloader(self) -> DataLoader:
         hp = self.hparams
@@ -119,9 +147,9 @@ class ImageNetDataModule(LightningDataModule):
             )
         else:
             collate = collate_labelled
-        shuffle = self.mode != "eval"
+        shuffle = self.drop_last
         return make_loader(
-            self.train_dataset, hp.batch_size, collate, shuffle, drop_last=shuffle, **self.loader_options
+            self.train_dataset, hp.batch_size, collate, shuffle, drop_last=self.drop_last, **self.loader_options
         )
 
     def val_dataloader(self) -> DataLoader:

@@ -1,15 +1,23 @@
-"""What the image datasets share: applying a transform, and skipping corrupt files when asked to."""
+"""What the image datasets share: applying a transform, and skipping corrupt files when asked to.
+
+``skip_corrupt`` means two things, by use: a training set *substitutes* the next sample for a corrupt
+one at load time (:class:`CorruptSkipper`; an epoch keeps its length), while an evaluation set
+*drops* corrupt samples once, at construction (:func:`decodable_indices` decodes every file): a
+metric must count each real sample once, never a duplicate, and every rank sees the same list.
+"""
 
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import albumentations as A
 import numpy as np
 
-from clsvit_lightning.data.io import CorruptImageError
+from clsvit_lightning.data.io import CorruptImageError, SkipReport
 
 log = logging.getLogger(__name__)
 
@@ -50,3 +58,27 @@ class CorruptSkipper:
                     "skipped corrupt file %s (%d skipped so far in this process)", path_fn(current), self.num_skipped
                 )
         raise CorruptImageError(f"{self.max_consecutive} consecutive corrupt samples from index {index}; stopping")
+
+
+def decodable_indices(
+    count: int, check_fn: Callable[[int], object], path_fn: Callable[[int], Path], skipped: SkipReport
+) -> list[int]:
+    """Indices ``0..count-1`` whose files decode (``check_fn`` raises no :class:`CorruptImageError`).
+
+    The others are added to ``skipped`` as corrupt. Decoding runs on a thread pool (OpenCV releases
+    the GIL), as this reads every file of the split once.
+    """
+
+    def decodes(index: int) -> bool:
+        try:
+            check_fn(index)
+        except CorruptImageError:
+            return False
+        return True
+
+    with ThreadPoolExecutor(max_workers=min(16, os.cpu_count() or 1)) as pool:
+        ok = list(pool.map(decodes, range(count)))
+    skipped.add_all(
+        "corrupt (cannot decode; dropped from this evaluation set)", (path_fn(i) for i in range(count) if not ok[i])
+    )
+    return [index for index in range(count) if ok[index]]

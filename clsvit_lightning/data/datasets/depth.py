@@ -10,7 +10,8 @@ Layout (the BTS / Monocular-Depth-Estimation-Toolbox export the DINOv2 depth eva
 
 Valid depth: ``min_depth < depth < max_depth`` (NYU eval: 1e-3 and 10 m). ``eigen_crop`` further
 restricts the valid mask to rows 45:471 and columns 41:601 of the 480x640 frame (Eigen et al. 2014),
-the region every NYUv2 number since is computed on; the image itself is not cropped.
+the region every NYUv2 number since is computed on; the image itself is not cropped. Images are
+decoded as stored (EXIF orientation ignored: the depth maps carry none).
 """
 
 from __future__ import annotations
@@ -21,8 +22,16 @@ import albumentations as A
 import numpy as np
 from torch.utils.data import Dataset
 
-from clsvit_lightning.data.datasets.base import CorruptSkipper
-from clsvit_lightning.data.io import DatasetLayoutError, LabelError, read_depth_png, read_rgb, require_dir
+from clsvit_lightning.data.datasets.base import CorruptSkipper, decodable_indices
+from clsvit_lightning.data.io import (
+    DatasetLayoutError,
+    LabelError,
+    SkipReport,
+    check_mask_size,
+    read_depth_png,
+    read_rgb,
+    require_dir,
+)
 
 NYU_LAYOUT = """ROOT/
   nyu_train.txt, nyu_test.txt   # lines "<rgb path> <depth path> [focal]", relative to ROOT
@@ -49,7 +58,9 @@ class DepthDataset(Dataset):
     """Samples ``{"image": [H, W, 3] uint8, "depth": [H, W] float32 metres, "valid": [H, W] bool}``.
 
     ``transform`` is an albumentations ``Compose`` with ``additional_targets={"valid": "mask"}``
-    called as ``transform(image=..., mask=depth, valid=...)``.
+    called as ``transform(image=..., mask=depth, valid=...)``. ``skip_corrupt``: a training set
+    (``evaluation=False``) substitutes the next pair for a corrupt one; an evaluation set decodes every
+    pair once here and drops the corrupt ones (``datasets/base.py``).
     """
 
     def __init__(
@@ -62,6 +73,7 @@ class DepthDataset(Dataset):
         max_depth: float = 10.0,
         eigen_crop: bool = False,
         skip_corrupt: bool = False,
+        evaluation: bool = False,
     ) -> None:
         self.root = require_dir(Path(root), NYU_LAYOUT)
         split_path = self.root / split_file
@@ -78,6 +90,15 @@ class DepthDataset(Dataset):
         self.depth_scale = depth_scale
         self.min_depth, self.max_depth = min_depth, max_depth
         self.eigen_crop = eigen_crop
+        self.skipped = SkipReport(f"NYU depth split {split_path}")
+        self.description = self.skipped.what  # names the split in errors
+        if skip_corrupt and evaluation:
+            keep = decodable_indices(len(self.pairs), self._read, lambda i: self.pairs[i][0], self.skipped)
+            if not keep:
+                raise DatasetLayoutError(f"every image/depth pair listed in {split_path} is corrupt")
+            self.pairs = [self.pairs[i] for i in keep]
+            skip_corrupt = False  # dropped above; anything that goes bad later raises
+        self.skipped.log()
         self.skipper = CorruptSkipper(skip_corrupt)
 
     def __len__(self) -> int:
@@ -94,15 +115,16 @@ class DepthDataset(Dataset):
             valid &= region
         return valid
 
-    def _load(self, index: int) -> dict:
+    def _read(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         rgb_path, depth_path = self.pairs[index]
-        image = read_rgb(rgb_path)
+        image = read_rgb(rgb_path, ignore_orientation=True)
         depth = read_depth_png(depth_path, self.depth_scale)
-        if depth.shape != image.shape[:2]:
-            raise LabelError(
-                f"depth map {depth_path} is {depth.shape[1]}x{depth.shape[0]} (WxH) but image {rgb_path} is "
-                f"{image.shape[1]}x{image.shape[0]}"
-            )
+        check_mask_size(depth, depth_path, image, rgb_path, "depth map")
+        return image, depth
+
+    def _load(self, index: int) -> dict:
+        image, depth = self._read(index)
+        depth_path = self.pairs[index][1]
         valid = self.valid_mask(depth, depth_path)
         if self.transform is not None:
             out = self.transform(image=image, mask=depth, valid=valid.view(np.uint8))

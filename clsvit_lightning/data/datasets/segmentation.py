@@ -1,4 +1,11 @@
-"""Semantic segmentation pairs (image, class mask) read from any :class:`SegmentationLayout`."""
+"""Semantic segmentation pairs (image, class mask) read from any :class:`SegmentationLayout`.
+
+Images are decoded as stored, ignoring EXIF orientation: masks carry none, and a phone photo
+rotated on decode would no longer line up with its mask. Suffixes match in any case, and ``.jpg``
+also matches ``.jpeg`` (ADE20K has ``.JPG`` files). What a split leaves out (files without the
+image suffix, broken symlinks, masks without an image, corrupt pairs dropped from an evaluation
+set) is counted and logged as one warning per split, with one example path per reason.
+"""
 
 from __future__ import annotations
 
@@ -8,20 +15,34 @@ import albumentations as A
 import numpy as np
 from torch.utils.data import Dataset
 
-from clsvit_lightning.data.datasets.base import CorruptSkipper
+from clsvit_lightning.data.datasets.base import CorruptSkipper, decodable_indices
 from clsvit_lightning.data.datasets.segmentation_layouts import SegmentationLayout
-from clsvit_lightning.data.io import DatasetLayoutError, LabelError, list_images, read_label_map, read_rgb, require_dir
+from clsvit_lightning.data.io import (
+    DatasetLayoutError,
+    LabelError,
+    SkipReport,
+    check_mask_size,
+    find_with_suffix,
+    list_images,
+    read_label_map,
+    read_rgb,
+    require_dir,
+    strip_suffix,
+)
 
 
 def _strip_suffix(path: Path, suffix: str) -> str:
-    text = path.as_posix()
-    return text[: -len(suffix)] if text.lower().endswith(suffix.lower()) else path.with_suffix("").as_posix()
+    stripped = strip_suffix(path.as_posix(), suffix)
+    return stripped if stripped is not None else path.with_suffix("").as_posix()
 
 
 class SegmentationDataset(Dataset):
     """Samples ``{"image": [H, W, 3] uint8, "mask": [H, W] uint8 train ids, 255 = ignore}`` after ``transform``.
 
     ``transform`` is an albumentations ``Compose`` called as ``transform(image=..., mask=...)``.
+    ``skip_corrupt``: a training set (``evaluation=False``) substitutes the next pair for a corrupt
+    one; an evaluation set decodes every pair once here and drops the corrupt ones (``datasets/base.py``).
+    ``skipped`` holds what the split left out, by reason.
     """
 
     def __init__(
@@ -31,6 +52,7 @@ class SegmentationDataset(Dataset):
         split: str = "train",
         transform: A.BaseCompose | None = None,
         skip_corrupt: bool = False,
+        evaluation: bool = False,
     ) -> None:
         self.root = Path(root)
         self.layout = layout
@@ -38,25 +60,50 @@ class SegmentationDataset(Dataset):
         disk_split = layout.on_disk_split(split)
         image_dir = require_dir(self.root / layout.image_dir.format(split=disk_split), layout.describe())
         mask_dir = require_dir(self.root / layout.mask_dir.format(split=disk_split), layout.describe())
+        self.skipped = SkipReport(f"{layout.name} split {split!r} ({image_dir})")
+        self.description = self.skipped.what  # names the split in errors
         if layout.split_file:
             split_file = self.root / layout.split_file.format(split=disk_split)
             if not split_file.is_file():
                 raise DatasetLayoutError(f"missing split file {split_file}; expected this layout:\n{layout.describe()}")
             ids = [line.strip() for line in split_file.read_text().splitlines() if line.strip()]
-            image_paths = [image_dir / f"{sample_id}{layout.image_suffix}" for sample_id in ids]
+            image_paths = [
+                find_with_suffix(image_dir / sample_id, layout.image_suffix)
+                or image_dir / f"{sample_id}{layout.image_suffix}"
+                for sample_id in ids
+            ]
         else:
-            image_paths = [p for p in list_images(image_dir, layout.recursive) if p.name.endswith(layout.image_suffix)]
+            image_paths = []
+            for path in list_images(image_dir, layout.recursive, self.skipped):
+                if strip_suffix(path.name, layout.image_suffix) is None:
+                    self.skipped.add(f"image not named *{layout.image_suffix}", path)
+                else:
+                    image_paths.append(path)
             ids = [_strip_suffix(p.relative_to(image_dir), layout.image_suffix) for p in image_paths]
         if not ids:
             raise DatasetLayoutError(f"no *{layout.image_suffix} image in {image_dir}; expected:\n{layout.describe()}")
         self.pairs: list[tuple[Path, Path]] = []
         for sample_id, image_path in zip(ids, image_paths, strict=True):
-            mask_path = mask_dir / f"{sample_id}{layout.mask_suffix}"
             if not image_path.is_file():
                 raise DatasetLayoutError(f"image {image_path} (listed in the split) does not exist")
-            if not mask_path.is_file():
-                raise DatasetLayoutError(f"image {image_path} has no mask: expected {mask_path}")
+            mask_path = find_with_suffix(mask_dir / sample_id, layout.mask_suffix)
+            if mask_path is None:
+                raise DatasetLayoutError(
+                    f"image {image_path} has no mask: expected {mask_dir / f'{sample_id}{layout.mask_suffix}'}"
+                )
             self.pairs.append((image_path, mask_path))
+        if not layout.split_file:  # a split file names a subset of the masks; a listed split pairs them all
+            paired = {mask for _, mask in self.pairs}
+            masks = list_images(mask_dir, layout.recursive, SkipReport(str(mask_dir)))
+            orphans = [m for m in masks if m not in paired and strip_suffix(m.name, layout.mask_suffix) is not None]
+            self.skipped.add_all("mask without an image", orphans)
+        if skip_corrupt and evaluation:
+            keep = decodable_indices(len(self.pairs), self._read, lambda i: self.pairs[i][0], self.skipped)
+            if not keep:
+                raise DatasetLayoutError(f"every image/mask pair of split {split!r} in {image_dir} is corrupt")
+            self.pairs = [self.pairs[i] for i in keep]
+            skip_corrupt = False  # dropped above; anything that goes bad later raises
+        self.skipped.log()
         self.split = split
         self.transform = transform
         self.skipper = CorruptSkipper(skip_corrupt)
@@ -88,16 +135,17 @@ class SegmentationDataset(Dataset):
             )
         return to_train_id[raw]
 
-    def _load(self, index: int) -> dict:
+    def _read(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """The decoded image (EXIF orientation ignored) and raw mask of pair ``index``, checked to have one size."""
         image_path, mask_path = self.pairs[index]
-        image = read_rgb(image_path)
+        image = read_rgb(image_path, ignore_orientation=True)
         raw = read_label_map(mask_path)
-        if raw.shape != image.shape[:2]:
-            raise LabelError(
-                f"mask {mask_path} is {raw.shape[1]}x{raw.shape[0]} (WxH) but image {image_path} is "
-                f"{image.shape[1]}x{image.shape[0]}; a mask must have its image's size"
-            )
-        mask = self.to_train_ids(raw, mask_path)
+        check_mask_size(raw, mask_path, image, image_path)
+        return image, raw
+
+    def _load(self, index: int) -> dict:
+        image, raw = self._read(index)
+        mask = self.to_train_ids(raw, self.pairs[index][1])
         if self.transform is not None:
             out = self.transform(image=image, mask=mask)
             image, mask = out["image"], out["mask"]

@@ -5,7 +5,7 @@ import pytest
 
 from clsvit_lightning.data.datasets.depth import EIGEN_CROP, DepthDataset
 from clsvit_lightning.data.io import DatasetLayoutError, LabelError
-from tests.data.conftest import random_rgb, write_image, write_label
+from tests.data.conftest import random_rgb, write_exif_rotated_jpeg, write_image, write_label
 
 
 def write_nyu(root, millimetres: np.ndarray, split_file="nyu_test.txt"):
@@ -52,3 +52,25 @@ def test_depth_and_image_size_mismatch(tmp_path):
     write_label(tmp_path / "kitchen/sync_depth_00000.png", np.full((4, 5), 2000, np.uint16))
     with pytest.raises(LabelError, match=r"(?s)sync_depth_00000\.png.*rgb_00000\.jpg"):
         DepthDataset(tmp_path, "nyu_test.txt")[0]
+
+
+def test_exif_rotated_rgb_is_read_as_stored_and_transposition_is_named(tmp_path):
+    write_nyu(tmp_path, np.full((4, 8), 2000))
+    write_exif_rotated_jpeg(tmp_path / "kitchen/rgb_00000.jpg", random_rgb(4, 8), 6)
+    assert DepthDataset(tmp_path, "nyu_test.txt")[0]["image"].shape == (4, 8, 3)
+    write_label(tmp_path / "kitchen/sync_depth_00000.png", np.full((8, 4), 2000, np.uint16))
+    with pytest.raises(LabelError, match="height and width swapped"):
+        DepthDataset(tmp_path, "nyu_test.txt")[0]
+
+
+def test_evaluation_set_drops_corrupt_pairs(tmp_path):
+    write_nyu(tmp_path, np.full((4, 4), 2000))
+    write_image(tmp_path / "kitchen/rgb_00001.jpg", random_rgb(4, 4))
+    write_label(tmp_path / "kitchen/sync_depth_00001.png", np.full((4, 4), 3000, np.uint16))
+    with (tmp_path / "nyu_test.txt").open("a") as split:
+        split.write("kitchen/rgb_00001.jpg kitchen/sync_depth_00001.png\n")
+    (tmp_path / "kitchen/sync_depth_00000.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    dataset = DepthDataset(tmp_path, "nyu_test.txt", skip_corrupt=True, evaluation=True)
+    assert len(dataset) == 1 and dataset.pairs[0][0].name == "rgb_00001.jpg"
+    np.testing.assert_allclose(dataset[0]["depth"], 3.0)
+    assert len(DepthDataset(tmp_path, "nyu_test.txt", skip_corrupt=True)) == 2  # training substitutes instead

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from clsvit_lightning.data.datasets.imagenet import ImageFolderDataset
-from clsvit_lightning.data.io import CorruptImageError, DatasetLayoutError
-from tests.data.conftest import random_rgb, write_image
+from clsvit_lightning.data.io import CorruptImageError, DatasetLayoutError, read_rgb
+from tests.data.conftest import random_rgb, skip_warnings, write_image
 
 
 @pytest.fixture
@@ -69,3 +69,60 @@ def test_corrupt_image_raises_with_path_or_is_skipped_and_counted(imagenet_root,
     # The next sample (index 2, n01_2) replaces it; the skip is logged with the path and counted.
     np.testing.assert_array_equal(sample["image"], lenient[2]["image"])
     assert lenient.num_skipped == 1 and "n01_1.JPEG" in caplog.text
+
+
+def test_nested_class_subfolders_are_searched_any_extension_case(imagenet_root):
+    # ImageNet-21k-style trees: images below a class folder belong to that class, however deep.
+    write_image(imagenet_root / "train" / "n03" / "sub" / "deeper" / "a.JPG", random_rgb(10, 12))
+    write_image(imagenet_root / "train" / "n03" / "sub" / "b.jpeg", random_rgb(10, 12))
+    write_image(imagenet_root / "train" / "n03" / "c.PNG", random_rgb(10, 12))
+    dataset = ImageFolderDataset(imagenet_root, "train")
+    n03 = sorted(
+        path.relative_to(imagenet_root / "train" / "n03").as_posix() for path, label in dataset.samples if label == 2
+    )
+    assert n03 == ["c.PNG", "n03_0.JPEG", "sub/b.jpeg", "sub/deeper/a.JPG"]
+    assert dataset[len(dataset) - 1]["label"] == 2
+
+
+def test_skipped_files_are_counted_and_reported_once_per_split(imagenet_root, caplog):
+    (imagenet_root / "train" / "n01" / "lost.JPEG").symlink_to(imagenet_root / "nowhere.JPEG")
+    (imagenet_root / "train" / "n02" / "lost.JPEG").symlink_to(imagenet_root / "nowhere.JPEG")
+    (imagenet_root / "train" / "n02" / "notes.txt").write_text("not an image")
+    write_image(imagenet_root / "train" / "stray.JPEG", random_rgb(10, 12))
+    with caplog.at_level(logging.WARNING):
+        dataset = ImageFolderDataset(imagenet_root, "train")
+        ImageFolderDataset(imagenet_root, "val")  # nothing left out: no line
+    assert len(dataset) == 6
+    assert dataset.skipped.counts["broken symlink"] == 2
+    (line,) = skip_warnings(caplog)
+    assert "'train'" in line and "skipped 4" in line
+    assert f"2 broken symlink (e.g. {imagenet_root / 'train' / 'n01' / 'lost.JPEG'})" in line
+    assert "1 not an image" in line and "notes.txt" in line
+    assert "1 file beside the class folders" in line and "stray.JPEG" in line
+
+
+def test_flat_val_is_named_as_such(imagenet_root):
+    # ILSVRC2012's val/ as extracted: 50k images with no class folders.
+    for path in list((imagenet_root / "val").glob("*/*")):
+        path.rename(imagenet_root / "val" / path.name)
+        path.parent.rmdir() if not any(path.parent.iterdir()) else None
+    for given in (None, ["n01", "n02", "n03"]):
+        with pytest.raises(DatasetLayoutError, match=r"(?s)val holds 6 images directly but no class folders.*sort"):
+            ImageFolderDataset(imagenet_root, "val", classes=given)
+
+
+def test_evaluation_drops_corrupt_images_instead_of_duplicating(imagenet_root, caplog):
+    bad = imagenet_root / "val" / "n01" / "n01_1.JPEG"
+    bad.write_bytes(bad.read_bytes()[:40])  # truncated
+    with caplog.at_level(logging.WARNING):
+        dataset = ImageFolderDataset(imagenet_root, "val", skip_corrupt=True, evaluation=True)
+    assert len(dataset) == 5 and bad not in [path for path, _ in dataset.samples]
+    paths = [path for path, _ in dataset.samples]
+    assert len(set(paths)) == 5  # every sample once, none twice
+    for index, path in enumerate(paths):
+        np.testing.assert_array_equal(dataset[index]["image"], read_rgb(path))
+    assert dataset.skipped.counts == {"corrupt (cannot decode; dropped from this evaluation set)": 1}
+    (line,) = skip_warnings(caplog)
+    assert "n01_1.JPEG" in line
+    # A training set still substitutes (an epoch keeps its length).
+    assert len(ImageFolderDataset(imagenet_root, "val", skip_corrupt=True)) == 6
