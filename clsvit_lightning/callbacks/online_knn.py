@@ -4,6 +4,11 @@ Features are the normed [CLS] of the module's evaluated backbone (the teacher fo
 extracted under ``torch.no_grad`` on a labelled ImageFolder split for the memory bank and another
 for the queries, both with the evaluation pipeline (resize 256, centre crop 224). Under DDP each
 rank extracts a shard and the shards are gathered (padding duplicates removed by sample index).
+
+``root`` defaults to the training data module's ``root`` (``ROOT/train`` and ``ROOT/val`` of an
+ImageNet-layout folder), so a recipe that sets ``data.init_args.root`` evaluates on the same dataset.
+It runs every ``every_n_epochs`` epochs and after the last epoch of the fit (``max_epochs`` or
+``max_steps`` reached), so the final value is always logged.
 """
 
 from __future__ import annotations
@@ -40,10 +45,24 @@ def _collate(samples: list[dict]) -> dict[str, Tensor]:
     return batch
 
 
+def _last_epoch(trainer: Trainer) -> bool:
+    """True when this epoch is the fit's last: ``max_epochs`` reached, or ``max_steps`` reached in it."""
+    max_epochs, max_steps = trainer.max_epochs, trainer.max_steps
+    if max_epochs is not None and max_epochs >= 0 and trainer.current_epoch + 1 >= max_epochs:
+        return True
+    return max_steps is not None and max_steps >= 0 and trainer.global_step >= max_steps
+
+
 class OnlineKNN(Callback):
+    """k-NN top-1/top-5/mean-per-class of the teacher, logged as ``online_knn/k<k>_*``.
+
+    Args:
+        root: ImageFolder root holding ``train_split`` and ``val_split``; None: the data module's ``root``.
+    """
+
     def __init__(
         self,
-        root: str,
+        root: str | None = None,
         train_split: str = "train",
         val_split: str = "val",
         every_n_epochs: int = 1,
@@ -58,7 +77,8 @@ class OnlineKNN(Callback):
     ) -> None:
         if every_n_epochs < 1:
             raise ValueError(f"OnlineKNN every_n_epochs must be >= 1, got {every_n_epochs}")
-        self.root, self.train_split, self.val_split = Path(root), train_split, val_split
+        self.root = Path(root) if root is not None else None
+        self.train_split, self.val_split = train_split, val_split
         self.every_n_epochs, self.k, self.temperature = every_n_epochs, k, temperature
         self.crop_size, self.resize_size = crop_size, resize_size
         self.batch_size, self.num_workers, self.max_train_samples = batch_size, num_workers, max_train_samples
@@ -66,6 +86,14 @@ class OnlineKNN(Callback):
         self.last_results: dict[str, float] = {}
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if self.root is None:
+            data_root = getattr(getattr(trainer, "datamodule", None), "root", None)
+            if data_root is None:
+                raise ValueError(
+                    "OnlineKNN: no root given and the data module has no `root`; set "
+                    "--trainer.callbacks.root to an ImageFolder root with train/ and val/"
+                )
+            self.root = Path(data_root)
         transform = classification_transform("eval", self.crop_size, self.resize_size)
         train = ImageFolderDataset(self.root, self.train_split, transform=transform)
         self.train_set: Dataset = train
@@ -82,7 +110,8 @@ class OnlineKNN(Callback):
             )
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if (trainer.current_epoch + 1) % self.every_n_epochs or stopping_for_requeue(trainer):
+        due = (trainer.current_epoch + 1) % self.every_n_epochs == 0 or _last_epoch(trainer)
+        if not due or stopping_for_requeue(trainer):
             return  # not due; or stopped mid-epoch for a requeue: the restart ends this epoch
         backbone = getattr(pl_module, self.backbone_attribute)
         was_training = backbone.training

@@ -1,9 +1,10 @@
 """One ``results.json`` per run: the final logged metrics and the backbone's overhead and FLOPs.
 
 The local sweep runner adds this callback to every command it runs (``--trainer.callbacks+=``) and
-reads the files back; it works with any logger or none. ``read_run_metrics`` also understands
-the CSV logger's ``metrics.csv`` (last value of every column), so a run logged only that way is
-collected too.
+reads the files back; it works with any logger or none. With a W&B logger it also records the run
+(id, project, mode, folder): ``ops/wandb_report.py`` resumes that run to add the probe's metrics.
+``read_run_metrics`` also understands the CSV logger's ``metrics.csv`` (last value of every column),
+so a run logged only that way is collected too.
 """
 
 from __future__ import annotations
@@ -58,6 +59,9 @@ class ResultsFile(Callback):
             result["checkpoint"] = checkpoint
         elif "checkpoint" in previous:
             result["checkpoint"] = previous["checkpoint"]
+        wandb_run = _wandb_run(trainer) or previous.get("wandb")
+        if wandb_run:  # where a later step (the sweep's probe report) resumes this run
+            result["wandb"] = wandb_run
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(result, indent=2, sort_keys=True))
 
@@ -69,6 +73,31 @@ def _last_checkpoint(trainer: Trainer) -> str:
         return ""
     path = getattr(callback, "last_model_path", "") or getattr(callback, "best_model_path", "")
     return str(Path(path).resolve()) if path else ""
+
+
+def _wandb_run(trainer: Trainer) -> dict[str, Any] | None:
+    """Id, project, entity, mode, folder, name, group and tags of the trainer's W&B run, if it logs to one."""
+    from lightning.pytorch.loggers import WandbLogger  # noqa: PLC0415
+
+    for logger in trainer.loggers:
+        if not isinstance(logger, WandbLogger) or getattr(logger, "mode", None) == "disabled":
+            continue
+        run = logger.experiment
+        if getattr(run, "disabled", False) or not getattr(run, "id", None):
+            continue
+        settings = run.settings
+        return {
+            "id": run.id,
+            "project": run.project,
+            "entity": run.entity or None,
+            "mode": getattr(logger, "mode", None) or ("offline" if run.offline else "online"),
+            "dir": str(Path(settings.root_dir).resolve()),
+            "name": run.name,
+            "group": run.group or None,
+            "tags": list(run.tags or ()),
+            "sweep_id": getattr(run, "sweep_id", None) or None,
+        }
+    return None
 
 
 def _to_float(value: Any) -> float:

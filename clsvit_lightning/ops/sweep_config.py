@@ -167,10 +167,15 @@ def render_args(params: Mapping[str, Any], style: str = "args") -> list[str]:
         return [f"--{k}" if v is True else f"--{k}={v}" for k, v in params.items() if v is not False]
     if style == "args_json":
         return [json.dumps(dict(params))]
+    if style == "args_append_hydra":
+        return [f"+{k}={v}" for k, v in params.items()]
+    if style == "args_override_hydra":
+        return [f"++{k}={v}" for k, v in params.items()]
     raise SweepConfigError(f"unknown command macro ${{{style}}}")
 
 
 _MACRO = re.compile(r"^\$\{([a-z_]+)(?::([A-Za-z0-9_]+))?\}$")
+_ENVVAR = re.compile(r"\$\{envvar:([A-Z0-9_]*)\}")  # the agent's: replaced inside any item
 
 
 def render_command(
@@ -181,7 +186,7 @@ def render_command(
     executables: Mapping[str, list[str]] | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> list[str]:
-    """Replace the agent's macros in ``command``; ``${env}`` is dropped (the runner sets the env).
+    """Replace the agent's macros in ``command``; ``${env}`` is dropped (the agent writes ``/usr/bin/env``).
 
     ``executables`` maps a bare command word (``clsvit``) to the argv that runs it here, so the
     runner uses the current interpreter whatever is on PATH.
@@ -191,11 +196,13 @@ def render_command(
     environ = environ or {}
     argv: list[str] = []
     for item in command:
+        # As the agent: ${envvar:NAME} anywhere in an item, an unset variable left as its name.
+        item = _ENVVAR.sub(lambda m: environ.get(m.group(1), m.group(1)), item)
         match = _MACRO.match(item)
         if not match:
             argv.extend(executables.get(item, [item]) if not argv else [item])
             continue
-        name, argument = match.groups()
+        name, _argument = match.groups()
         if name == "env":
             continue
         if name == "interpreter":
@@ -204,8 +211,6 @@ def render_command(
             if not program:
                 raise SweepConfigError("the command uses ${program} but the sweep file has no `program`")
             argv.append(program)
-        elif name == "envvar":
-            argv.append(environ.get(argument or "", ""))
         else:
             argv.extend(render_args(params, name))
     return argv

@@ -81,3 +81,19 @@ def test_an_epoch_cut_short_by_a_requeue_is_evaluated_after_the_restart_not_now(
     requeue.saved_path = None
     with pytest.raises(AttributeError):  # due, and it would evaluate now
         callback.on_train_epoch_end(trainer, pl_module=None)
+
+
+def test_root_follows_the_data_module_and_the_last_epoch_is_always_evaluated(root):
+    from types import SimpleNamespace
+
+    from clsvit_lightning.callbacks.online_knn import _last_epoch
+
+    callback = OnlineKNN(crop_size=32, resize_size=32)  # root: null in the recipes
+    callback.setup(SimpleNamespace(datamodule=SimpleNamespace(root=str(root))), Holder(), "fit")
+    assert callback.root == root and callback.num_classes == 3
+    with pytest.raises(ValueError, match="no root given"):
+        OnlineKNN().setup(SimpleNamespace(datamodule=None), Holder(), "fit")
+    state = {"max_epochs": 3, "max_steps": -1, "global_step": 5}
+    assert _last_epoch(SimpleNamespace(current_epoch=2, **state))
+    assert not _last_epoch(SimpleNamespace(current_epoch=1, **state))
+    assert _last_epoch(SimpleNamespace(current_epoch=0, max_epochs=-1, max_steps=4, global_step=4))

@@ -13,28 +13,46 @@ from clsvit_lightning.cli import run
 from clsvit_lightning.models import VisionTransformer
 from clsvit_lightning.ops.pareto import pareto_front
 from clsvit_lightning.ops.sweep_config import SweepConfigError, expand, load_sweep, render_command, replace_configs
+from clsvit_lightning.ops.sweep_runner import backbone_args, parse_sweep_run_args
 
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED = REPO / "experiments/sweeps/specialization.yaml"
+
+
+def printed_config(capsys, argv):
+    with pytest.raises(SystemExit) as exit_info:
+        run([*argv, "--print_config"])
+    assert exit_info.value.code == 0, argv
+    return yaml.safe_load(capsys.readouterr().out)
 
 
 def test_every_combination_of_the_shipped_sweep_is_a_valid_config(capsys, monkeypatch):
     monkeypatch.chdir(REPO)  # the command names configs relative to the repository
     config = load_sweep(SHIPPED)
     combinations = expand(config)
-    assert len(combinations) == 20  # qkv 5 x norms 2 x registers 2
-    for params in combinations:
+    assert len(combinations) == 20  # qkv 5 x norms 2 x registers 2 (the data roots are fixed values)
+    for index, params in enumerate(combinations):
         argv = render_command(config["command"], params, executables={"clsvit": []})
-        assert argv[0] == "fit"
-        with pytest.raises(SystemExit) as exit_info:
-            run([*argv, "--print_config"])
-        assert exit_info.value.code == 0, params
-        printed = yaml.safe_load(capsys.readouterr().out)
-        backbone = printed["model"]["init_args"]["backbone"]["init_args"]
+        assert argv[0] == "sweep-run"
+        parsed = parse_sweep_run_args(argv[1:])
+        pretrain = printed_config(capsys, ["fit", *parsed.fit_args])
+        backbone = pretrain["model"]["init_args"]["backbone"]["init_args"]
         assert backbone["specialization"] == params["model.backbone.specialization"]
         assert backbone["num_registers"] == params["model.backbone.num_registers"]
+        assert pretrain["data"]["init_args"]["root"] == params["data.root"]
+        assert pretrain["trainer"]["logger"]["class_path"] == "clsvit_lightning.ops.ClsvitWandbLogger"
+        knn = [c for c in pretrain["trainer"]["callbacks"] if c["class_path"].endswith("OnlineKNN")]
+        assert len(knn) == 1 and knn[0]["init_args"]["root"] is None  # follows data.root
         with torch.device("meta"):  # the spec strings must also build the ViT-S of the recipe
             VisionTransformer(**backbone)
+        if index % 5:
+            continue  # the probe's parse is the same for every spec string: check a few
+        probe_argv = [*(a for c in parsed.probe_configs for a in ("--config", c)), *backbone_args(parsed.fit_args)]
+        probe = printed_config(capsys, ["fit", *probe_argv, *parsed.probe_args])
+        probe_backbone = probe["model"]["init_args"]["backbone"]["init_args"]
+        keys = ("img_size", "patch_size", "embed_dim", "depth", "num_heads", "num_registers", "specialization")
+        assert {k: probe_backbone[k] for k in keys} == {k: backbone[k] for k in keys}  # loads the checkpoint
+        assert probe["data"]["init_args"]["root"] == params["probe.data.root"]
 
 
 def test_the_shipped_sweep_covers_the_axes_of_the_issue():
@@ -229,3 +247,19 @@ def test_an_unclosed_quote_in_extra_arguments_is_a_parser_error(tmp_path, capsys
             ]
         )
     assert "--pretrain_args: No closing quotation" in capsys.readouterr().err
+
+
+def test_the_local_runner_plans_the_sweep_run_stages_of_the_shipped_sweep(tmp_path):
+    from clsvit_lightning.ops.sweep_runner import CLSVIT, plan_sweep
+
+    runs = plan_sweep(load_sweep(SHIPPED), tmp_path, count=2)
+    names = ["000-specialization-vanilla-num_registers-0", "001-specialization-vanilla-num_registers-4"]
+    assert [r.name for r in runs] == names  # the fixed data roots do not name the runs
+    stages = runs[1].stages
+    assert list(stages) == ["pretrain", "probe", "report"] and runs[1].env["probe"] == {"WANDB_MODE": "disabled"}
+    assert stages["pretrain"][: len(CLSVIT) + 1] == [*CLSVIT, "fit"]
+    assert "--data.root=/datasets/imagenet" in stages["pretrain"] and "--probe_config" not in stages["pretrain"]
+    assert not any("ade20k" in a for a in stages["pretrain"])
+    assert "configs/dense/ade20k_linear.yaml" in stages["probe"] and "--data.root=/datasets/ade20k" in stages["probe"]
+    assert "--model.backbone.num_registers=4" in stages["probe"]
+    assert stages["report"][-1] == str(runs[1].run_dir)
