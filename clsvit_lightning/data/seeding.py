@@ -1,4 +1,14 @@
-"""Different augmentations in every worker and every epoch (albumentations 2.0.8 worker-seeding bug).
+"""Where the data's randomness comes from: the sample order, and each sample's augmentations.
+
+**Keyed on the sample.** A training sampler (:class:`EpochSeededSampler`) yields each index as a
+:class:`SampleIndex` that carries ``(seed, epoch)``; the datasets reseed their augmentations from
+``(seed, epoch, index)`` before drawing a sample (:func:`seed_sample`), and the multi-crop collate
+draws the batch's iBOT masks from the keys of its samples. So the data a run sees does not depend
+on how many loader workers there are, nor on where a run was interrupted and resumed; the order is
+a function of ``(seed, epoch)`` and the loader's position is kept in the checkpoint
+(``torchdata``'s ``StatefulDataLoader``, which Lightning saves and restores).
+
+**Fallback for plain indices** (evaluation loaders, user samplers):
 
 An ``A.Compose`` owns its random generators (``random_generator``, ``py_random``). The DataLoader
 copies the dataset, generators included, into each worker, so every worker replays the same
@@ -12,10 +22,13 @@ makes runs repeatable) mixed with the global rank, each ``Compose`` with its own
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator, Sized
+from typing import Any
 
 import albumentations as A
 import numpy as np
 import torch
+from torch.utils.data import Sampler
 
 MAX_WALKED_SEQUENCE = 256  # longer lists and tuples are sample lists, not pipelines
 
@@ -97,3 +110,80 @@ def worker_init_fn(worker_id: int) -> None:
         pl_worker_init_function(worker_id, rank=global_rank())
     if info is not None:
         reseed_augmentations(info.dataset, seed)
+
+
+class SampleIndex(int):
+    """A dataset index that also carries the ``(seed, epoch)`` its random draws are keyed on.
+
+    An ``int`` (datasets index their sample lists with it unchanged) that survives pickling into
+    loader workers and Lightning's ``DistributedSamplerWrapper``, which re-yields what it wraps.
+    """
+
+    seed: int
+    epoch: int
+
+    def __new__(cls, index: int, seed: int, epoch: int) -> SampleIndex:
+        obj = super().__new__(cls, index)
+        obj.seed, obj.epoch = seed, epoch
+        return obj
+
+    def __reduce__(self) -> tuple:
+        return SampleIndex, (int(self), self.seed, self.epoch)
+
+    @property
+    def key(self) -> tuple[int, int, int]:
+        return self.seed, self.epoch, int(self)
+
+
+def seed_sample(dataset: object, index: int) -> None:
+    """Before drawing sample ``index``: reseed ``dataset``'s augmentations from its key, if it has one."""
+    if isinstance(index, SampleIndex):
+        reseed_augmentations(dataset, int(np.random.SeedSequence(index.key).generate_state(1)[0]))
+
+
+def batch_rng(keys: list[tuple[int, int, int]], stream: int) -> np.random.Generator:
+    """A generator for a batch-level draw (e.g. the iBOT masks) keyed on its samples' keys."""
+    return np.random.default_rng(np.random.SeedSequence([stream, *(value for key in keys for value in key)]))
+
+
+class EpochSeededSampler(Sampler[int]):
+    """Random (or sequential) order drawn from ``(seed, epoch)``; yields :class:`SampleIndex` keys.
+
+    A plain ``RandomSampler`` draws from the global torch RNG when an epoch's iterator starts, which
+    Lightning does at different moments in a fresh and in a resumed run. Here the permutation comes
+    from a generator seeded from ``(seed, epoch)`` when the order is drawn; ``generator`` is for the
+    DataLoader (worker base seeds).
+    """
+
+    def __init__(self, data_source: Sized, seed: int = 0, shuffle: bool = True) -> None:
+        self.length = len(data_source)
+        self.seed, self.shuffle = seed, shuffle
+        self.generator = torch.Generator()
+        self.set_epoch(0)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        self.generator.manual_seed(self._epoch_seed())
+
+    def _epoch_seed(self) -> int:
+        return self.seed * 1_000_003 + self.epoch
+
+    def __iter__(self) -> Iterator[int]:
+        if self.shuffle:
+            order = torch.randperm(self.length, generator=torch.Generator().manual_seed(self._epoch_seed())).tolist()
+        else:
+            order = range(self.length)
+        seed, epoch = self.seed, self.epoch
+        return iter([SampleIndex(index, seed, epoch) for index in order])
+
+    def __len__(self) -> int:
+        return self.length
+
+
+def seeded_dataloader(dataset: Any, seed: int = 0, shuffle: bool = True, **kwargs: Any):  # noqa: ANN201
+    """A resumable DataLoader whose order and augmentation keys are functions of ``(seed, epoch)``."""
+    from torchdata.stateful_dataloader import StatefulDataLoader  # noqa: PLC0415
+
+    sampler = EpochSeededSampler(dataset, seed=seed, shuffle=shuffle)
+    kwargs.setdefault("worker_init_fn", worker_init_fn)  # reseeds albumentations in each worker
+    return StatefulDataLoader(dataset, sampler=sampler, generator=sampler.generator, **kwargs)

@@ -11,11 +11,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from lightning.pytorch import LightningModule
+from lightning.pytorch import Callback, LightningModule
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 from torch.utils.data import DistributedSampler
 
+from clsvit_lightning.callbacks.resumable_loader import ResumableTrainLoader
 from clsvit_lightning.models.checkpoint import load_pretrained
 from clsvit_lightning.models.vision_transformer import VisionTransformer
 from clsvit_lightning.training.param_groups import build_param_groups
@@ -76,6 +77,9 @@ class DenseTask(LightningModule):
         return self.predictor.features.backbone
 
     # ------------------------------------------------------------ optimization
+    def configure_callbacks(self) -> list[Callback]:
+        return [ResumableTrainLoader()]  # exact resume, mid-epoch included, whatever the checkpoint callback
+
     def configure_optimizers(self) -> torch.optim.Optimizer:
         hp = self.hparams
         modules = {"head": self.predictor.head}

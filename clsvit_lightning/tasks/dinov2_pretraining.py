@@ -14,10 +14,11 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from lightning.pytorch import LightningModule
+from lightning.pytorch import Callback, LightningModule
 from lightning.pytorch.strategies import FSDPStrategy
 from torch import Tensor, nn
 
+from clsvit_lightning.callbacks.resumable_loader import ResumableTrainLoader
 from clsvit_lightning.data.transforms.tensors import normalize_on_device
 from clsvit_lightning.losses import CenteringTargets, DINOLoss, KoLeoLoss, iBOTPatchLoss, sinkhorn_knopp
 from clsvit_lightning.losses.ibot_patch_loss import masks_weight_from_masks
@@ -214,6 +215,9 @@ class DINOv2Pretraining(LightningModule):
         for group in self.optimizers().optimizer.param_groups:
             group["lr"] = (last_layer_lr if group["is_last_layer"] else lr) * group["lr_multiplier"]
             group["weight_decay"] = weight_decay * group["wd_multiplier"]
+
+    def configure_callbacks(self) -> list[Callback]:
+        return [ResumableTrainLoader()]  # exact resume, mid-epoch included, whatever the checkpoint callback
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         groups = build_param_groups(

@@ -20,10 +20,11 @@ from typing import Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
-from lightning.pytorch import LightningModule
+from lightning.pytorch import Callback, LightningModule
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 
+from clsvit_lightning.callbacks.resumable_loader import ResumableTrainLoader
 from clsvit_lightning.models.vision_transformer import VisionTransformer
 from clsvit_lightning.tasks.knn_evaluation import freeze, samples_on_rank
 from clsvit_lightning.tasks.supervised import global_batch_size
@@ -119,6 +120,9 @@ class LinearProbe(LightningModule):
             return {name: head(inputs[self.head_inputs[name]]) for name, head in self.heads.items()}
 
     # ------------------------------------------------------------ optimisation
+    def configure_callbacks(self) -> list[Callback]:
+        return [ResumableTrainLoader()]  # exact resume, mid-epoch included, whatever the checkpoint callback
+
     def configure_optimizers(self) -> torch.optim.Optimizer:
         hp = self.hparams
         scale = 1.0

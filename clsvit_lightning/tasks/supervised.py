@@ -22,10 +22,11 @@ from typing import Any, Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
-from lightning.pytorch import LightningModule, Trainer
+from lightning.pytorch import Callback, LightningModule, Trainer
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
+from clsvit_lightning.callbacks.resumable_loader import ResumableTrainLoader
 from clsvit_lightning.models.vision_transformer import VisionTransformer
 from clsvit_lightning.tasks.dinov2_pretraining import NonFiniteLossError
 from clsvit_lightning.tasks.knn_evaluation import samples_on_rank
@@ -157,6 +158,9 @@ class DeiT3Supervised(LightningModule):
         for group in self.optimizers().optimizer.param_groups:
             group["lr"] = lr * group["lr_multiplier"]
             group["weight_decay"] = weight_decay * group["wd_multiplier"]
+
+    def configure_callbacks(self) -> list[Callback]:
+        return [ResumableTrainLoader()]  # exact resume, mid-epoch included, whatever the checkpoint callback
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         groups = build_param_groups({"backbone": self.backbone, "head": self.head})

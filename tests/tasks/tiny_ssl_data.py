@@ -4,7 +4,7 @@ import torch
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import Dataset
 
-from clsvit_lightning.training.seeding import seeded_dataloader
+from clsvit_lightning.data.seeding import seeded_dataloader
 
 
 class RandomMultiCrop(Dataset):

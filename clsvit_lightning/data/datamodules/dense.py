@@ -13,7 +13,7 @@ from typing import Literal
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader
 
-from clsvit_lightning.data.datamodules.loaders import check_batch_fits, make_loader
+from clsvit_lightning.data.datamodules.loaders import check_batch_fits, make_loader, trainer_epoch
 from clsvit_lightning.data.datasets.depth import DepthDataset
 from clsvit_lightning.data.datasets.segmentation import SegmentationDataset
 from clsvit_lightning.data.datasets.segmentation_layouts import SegmentationLayout, get_layout
@@ -38,7 +38,13 @@ class _DenseDataModule(LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         return make_loader(
-            self.train_dataset, self.batch_size, collate_dense, True, drop_last=True, **self.loader_options
+            self.train_dataset,
+            self.batch_size,
+            collate_dense,
+            True,
+            drop_last=True,
+            epoch=trainer_epoch(self),
+            **self.loader_options,
         )
 
     def val_dataloader(self) -> DataLoader:

@@ -8,7 +8,7 @@ from typing import Literal
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader
 
-from clsvit_lightning.data.datamodules.loaders import check_batch_fits, make_loader
+from clsvit_lightning.data.datamodules.loaders import check_batch_fits, make_loader, trainer_epoch
 from clsvit_lightning.data.datasets.imagenet import ImageFolderDataset
 from clsvit_lightning.data.io import DatasetLayoutError
 from clsvit_lightning.data.transforms.classification import classification_transform
@@ -149,7 +149,13 @@ class ImageNetDataModule(LightningDataModule):
             collate = collate_labelled
         shuffle = self.drop_last
         return make_loader(
-            self.train_dataset, hp.batch_size, collate, shuffle, drop_last=self.drop_last, **self.loader_options
+            self.train_dataset,
+            hp.batch_size,
+            collate,
+            shuffle,
+            drop_last=self.drop_last,
+            epoch=trainer_epoch(self),
+            **self.loader_options,
         )
 
     def val_dataloader(self) -> DataLoader:

@@ -32,6 +32,7 @@ from clsvit_lightning.data.io import (
     read_rgb,
     require_dir,
 )
+from clsvit_lightning.data.seeding import seed_sample
 
 NYU_LAYOUT = """ROOT/
   nyu_train.txt, nyu_test.txt   # lines "<rgb path> <depth path> [focal]", relative to ROOT
@@ -132,4 +133,5 @@ class DepthDataset(Dataset):
         return {"image": image, "depth": depth, "valid": valid}
 
     def __getitem__(self, index: int) -> dict:
+        seed_sample(self, index)  # augmentations keyed on (seed, epoch, index): data/seeding.py
         return self.skipper.load(index, len(self), self._load, lambda i: self.pairs[i][0])

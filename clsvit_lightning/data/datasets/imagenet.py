@@ -19,6 +19,7 @@ from torch.utils.data import Dataset
 
 from clsvit_lightning.data.datasets.base import CorruptSkipper, ImageTransform, apply_image_transform, decodable_indices
 from clsvit_lightning.data.io import DatasetLayoutError, SkipReport, list_images, read_rgb, require_dir
+from clsvit_lightning.data.seeding import SampleIndex, seed_sample
 
 IMAGENET_LAYOUT = """ROOT/
   train/<class folder, e.g. n01440764>/[<sub-folders>/]*.JPEG
@@ -122,7 +123,11 @@ class ImageFolderDataset(Dataset):
         return sample
 
     def __getitem__(self, index: int) -> dict:
-        return self.skipper.load(index, len(self), self._load, lambda i: self.samples[i][0])
+        seed_sample(self, index)  # augmentations keyed on (seed, epoch, index): data/seeding.py
+        sample = self.skipper.load(index, len(self), self._load, lambda i: self.samples[i][0])
+        if isinstance(index, SampleIndex) and "global_crops" in sample:
+            sample["sample_key"] = index.key  # the multi-crop collate keys the batch's iBOT masks on it
+        return sample
 
     @property
     def num_skipped(self) -> int:

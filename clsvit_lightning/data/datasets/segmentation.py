@@ -29,6 +29,7 @@ from clsvit_lightning.data.io import (
     require_dir,
     strip_suffix,
 )
+from clsvit_lightning.data.seeding import seed_sample
 
 
 def _strip_suffix(path: Path, suffix: str) -> str:
@@ -152,6 +153,7 @@ class SegmentationDataset(Dataset):
         return {"image": image, "mask": mask}
 
     def __getitem__(self, index: int) -> dict:
+        seed_sample(self, index)  # augmentations keyed on (seed, epoch, index): data/seeding.py
         return self.skipper.load(index, len(self), self._load, lambda i: self.pairs[i][0])
 
     @property

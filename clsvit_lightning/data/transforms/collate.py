@@ -14,8 +14,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from clsvit_lightning.data.seeding import batch_rng
 from clsvit_lightning.data.transforms.masking import BlockMaskGenerator, stratified_masks
 from clsvit_lightning.data.transforms.tensors import stack_normalized, stack_uint8
+
+MASK_STREAM = 1  # separates the mask draws from any other batch-level draw keyed on the same samples
 
 
 def torch_seeded_rng() -> np.random.Generator:
@@ -75,12 +78,12 @@ class MultiCropCollate:
             if num_local
             else local_crops.new_empty(0, batch_size, 3, 0, 0)
         )  # [L, B, 3, h, w]
+        keys = [s.get("sample_key") for s in samples]
+        # Keyed on the batch's samples when they carry keys (data/seeding.py): the same masks with any
+        # number of workers and after a resume. Otherwise from the worker's torch RNG.
+        rng = batch_rng(keys, MASK_STREAM) if all(k is not None for k in keys) else torch_seeded_rng()
         flat_masks = stratified_masks(
-            self.mask_generator,
-            num_global * batch_size,
-            self.mask_ratio_range,
-            self.mask_sample_probability,
-            torch_seeded_rng(),
+            self.mask_generator, num_global * batch_size, self.mask_ratio_range, self.mask_sample_probability, rng
         )  # [G*B, N]
         masks = torch.from_numpy(flat_masks).unflatten(0, (num_global, batch_size))  # [G, B, N]
         return {

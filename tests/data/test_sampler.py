@@ -1,6 +1,6 @@
 import torch
 
-from clsvit_lightning.training.seeding import EpochSeededSampler, seeded_dataloader
+from clsvit_lightning.data.seeding import EpochSeededSampler, seeded_dataloader
 
 
 def test_order_is_a_function_of_seed_and_epoch_only():
