@@ -22,6 +22,7 @@ from clsvit_lightning.commands.sweep import sweep_main
 from clsvit_lightning.commands.sweep_run import sweep_run_main
 from clsvit_lightning.commands.synth import synth_main
 from clsvit_lightning.config_files import resolve_config_args
+from clsvit_lightning.errors import find_config_error
 from clsvit_lightning.training.cpu_allocator import keep_freed_memory
 
 PROJECT_COMMANDS: dict[str, Callable[[list[str]], object]] = {
@@ -74,10 +75,18 @@ def run(args: list[str] | None = None) -> object:
         return PROJECT_COMMANDS[argv[0]](argv[1:])
     if argv[0] not in SUBCOMMANDS and not argv[0].startswith("-"):
         raise SystemExit(f"clsvit: unknown command {argv[0]!r}\n\n{usage()}")
-    if args is None:  # from the console LightningCLI reads sys.argv itself (`args` as well would warn)
-        sys.argv[1:] = argv
-        return lightning_main(None)
-    return lightning_main(argv)
+    try:
+        if args is None:  # from the console LightningCLI reads sys.argv itself (`args` as well would warn)
+            sys.argv[1:] = argv
+            return lightning_main(None)
+        return lightning_main(argv)
+    except Exception as error:
+        # A bad value or file (clsvit_lightning/errors.py) in one line, not inside jsonargparse's
+        # wrapper with its traceback and config dump.
+        config_error = find_config_error(error)
+        if config_error is None:
+            raise
+        raise SystemExit(f"clsvit {argv[0]}: {config_error}") from None
 
 
 def version() -> str:

@@ -13,13 +13,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import torch
 from jsonargparse import Namespace
 from lightning.pytorch import LightningDataModule, LightningModule
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
+from clsvit_lightning.errors import ConfigError
+from clsvit_lightning.models.checkpoint import read_checkpoint
 from clsvit_lightning.models.specialization import Specialization
 from clsvit_lightning.ops.save_config import SaveConfigToLoggers
 
@@ -94,13 +95,10 @@ class ClsvitLightningCLI(LightningCLI):
         if not ckpt_path or not Path(ckpt_path).is_file():  # "last", "hpc", ...: the Trainer resolves them
             return
         try:
-            checkpoint = torch.load(ckpt_path, weights_only=True, map_location="cpu")
-        except Exception as error:  # noqa: BLE001 (any unreadable file: say which, and why)
-            # Not torch's own text: for a garbage file it advises `weights_only=False`, which is unsafe.
-            size = Path(ckpt_path).stat().st_size
-            why = "an empty file" if size == 0 else f"truncated or not a torch checkpoint ({type(error).__name__})"
-            raise SystemExit(f"clsvit {subcommand}: --ckpt_path {ckpt_path} is {why}") from None
-        if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+            checkpoint = read_checkpoint(ckpt_path)  # says which file, and why (never torch's unsafe advice)
+        except ConfigError as error:
+            raise SystemExit(f"clsvit {subcommand}: --ckpt_path {error}") from None
+        if "state_dict" not in checkpoint:
             raise SystemExit(
                 f"clsvit {subcommand}: --ckpt_path {ckpt_path} is not a Lightning checkpoint (no 'state_dict'); "
                 "weights to start from go to --model.init_args.pretrained"

@@ -65,3 +65,22 @@ def test_config_command(capsys):
     assert "pretrain/dinov2" in capsys.readouterr().out.split()
     run(["config", "show", "pretrain/tiny_synthetic"])
     assert capsys.readouterr().out == (CONFIG_ROOT / "pretrain/tiny_synthetic.yaml").read_text() + "\n"
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        ("backbone.init_args.specialization", "final_norm:maybe", "'final_norm' takes true or false"),
+        ("backbone.init_args.specialization", "norm1:all;norm1:0-3", "names 'norm1' twice"),
+        ("base_lr", "-0.1", "DINOv2Pretraining: base_lr must be > 0, got -0.1"),
+        ("teacher_momentum", "1.5", "DINOv2Pretraining: teacher_momentum must be in [0, 1], got 1.5"),
+    ],
+)
+def test_a_bad_value_on_the_command_line_is_one_short_message(option, value, message):
+    # jsonargparse wraps errors raised while it builds the model (a traceback and a config dump).
+    argv = ["fit", "--config", "pretrain/dinov2", "--config", "pretrain/tiny_synthetic"]
+    with pytest.raises(SystemExit) as exit_:
+        run([*argv, f"--model.init_args.{option}", value])
+    text = str(exit_.value.code)
+    assert text.startswith("clsvit fit: ") and message in text
+    assert "\n" not in text and "Namespace" not in text and exit_.value.__cause__ is None

@@ -48,7 +48,9 @@ def test_a_changed_head_or_architecture_is_refused_with_names(first_epoch, tmp_p
     assert "model.init_args.backbone.init_args.depth: 2 in the checkpoint, 3 requested" in message
 
 
-@pytest.mark.parametrize("content, why", [(b"", "an empty file"), (b"not a checkpoint", "truncated or not a torch checkpoint")])
+@pytest.mark.parametrize(
+    "content, why", [(b"", "an empty file"), (b"not a checkpoint", "truncated or not a torch checkpoint")]
+)
 def test_an_unreadable_checkpoint_is_named(tmp_path, content, why):
     bad = tmp_path / "bad.ckpt"
     bad.write_bytes(content)

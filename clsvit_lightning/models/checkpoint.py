@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from clsvit_lightning.errors import ConfigError
 from clsvit_lightning.models.vision_transformer import VisionTransformer
 
 _WRAPPERS = ("teacher", "model", "state_dict")
@@ -40,8 +41,16 @@ _DROPPED_TIMM_KEYS = ("head.weight", "head.bias")
 _OPTIONAL_KEYS = ("mask_token",)
 
 
-class CheckpointMismatchError(ValueError):
+class CheckpointMismatchError(ConfigError):
     """The checkpoint does not fit the model; the message lists the offending keys."""
+
+
+class CheckpointReadError(CheckpointMismatchError):
+    """The file is empty, truncated, not a torch checkpoint, or not the kind of checkpoint expected."""
+
+
+class CheckpointNotFoundError(FileNotFoundError, ConfigError):
+    """The checkpoint path does not exist (a ``FileNotFoundError`` to its callers)."""
 
 
 @dataclass
@@ -71,7 +80,11 @@ def load_pretrained(
 
 
 def read_checkpoint(path: str | os.PathLike) -> Mapping[str, object]:
-    """``torch.load`` with ``weights_only=True`` and errors that name the file.
+    """``torch.load`` with ``weights_only=True``; every checkpoint reader of the project goes through it.
+
+    Errors name the file and what was expected: ``X does not exist``, ``X is an empty file``, ``X is
+    truncated or not a torch checkpoint (UnpicklingError)``. torch's own text is not shown: for a
+    garbage file it advises ``weights_only=False``, which would run arbitrary code from the file.
 
     A folder (a training run's root) stands for its newest ``last*.ckpt``, else its newest ``.ckpt``,
     searched recursively: the W&B logger files checkpoints under ``<save_dir>/<project>/<run id>/``.
@@ -79,12 +92,24 @@ def read_checkpoint(path: str | os.PathLike) -> Mapping[str, object]:
     path = Path(path)
     if path.is_dir():
         path = newest_checkpoint(path)
+    if not path.exists():
+        raise CheckpointNotFoundError(f"{path} does not exist")
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint file not found: {path}")
+        raise CheckpointReadError(f"{path} is not a file; expected a torch checkpoint")
+    if path.stat().st_size == 0:
+        raise CheckpointReadError(f"{path} is an empty file; expected a torch checkpoint")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises several types for corrupt or unsafe files
-        raise CheckpointMismatchError(f"cannot read checkpoint {path} as a weights-only torch file: {error}") from error
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 (torch raises several types for corrupt or unsafe files)
+        unsafe = re.search(r"GLOBAL (\S+)", str(error))
+        if unsafe:  # a real pickle, but of objects other than tensors and containers
+            why = f"holds a pickled {unsafe.group(1)}, which a weights-only load refuses to run"
+        else:
+            why = f"is truncated or not a torch checkpoint ({type(error).__name__})"
+        raise CheckpointReadError(f"{path} {why}") from None
+    if not isinstance(checkpoint, Mapping):
+        raise CheckpointReadError(f"{path} holds a {type(checkpoint).__name__}; expected a checkpoint dict")
+    return checkpoint
 
 
 def newest_checkpoint(folder: Path) -> Path:
@@ -93,7 +118,7 @@ def newest_checkpoint(folder: Path) -> Path:
         found = sorted(folder.rglob(pattern), key=lambda p: p.stat().st_mtime)
         if found:
             return found[-1]
-    raise FileNotFoundError(f"no .ckpt file under the folder {folder}")
+    raise CheckpointNotFoundError(f"no .ckpt file under the folder {folder}")
 
 
 def _unwrap(raw: Mapping[str, object], report: LoadReport) -> dict[str, Tensor]:

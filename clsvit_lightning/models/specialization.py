@@ -7,7 +7,7 @@ plus whether the final norm is split. It has three equivalent spellings:
 * a preset name: ``"vanilla"`` (nothing split) or ``"paper"`` (the recipe of Marouani et al.,
   ICLR 2026: norm1, norm2, ls1, ls2 in every block, the final norm, qkv in the first third);
 * a spec string for the command line and sweeps: ``;``-separated clauses
-  ``component[,component]:selector``, the bare word ``final_norm``, optionally
+  ``component[,component]:selector``, the bare word ``final_norm`` (or ``final_norm:true``/``false``), optionally
   ``registers_path:patch``, and preset names as starting points. Examples:
   ``"norm1,norm2:all;qkv:0-3;final_norm"``, ``"paper;registers_path:patch"``;
 * the structured form (this dataclass, or a dict of its fields in YAML).
@@ -24,6 +24,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
+from clsvit_lightning.errors import ConfigError
+
 COMPONENTS = ("norm1", "qkv", "proj", "ls1", "norm2", "mlp", "ls2")
 
 Selector = str | int | list[int]
@@ -36,6 +38,13 @@ _FRACTIONS = {
     "first_half": lambda depth: range(depth // 2),
     "last_half": lambda depth: range(depth // 2, depth),
 }
+
+
+class SpecializationError(ConfigError):
+    """A specialization that cannot be read; the message names the clause or component."""
+
+
+_FINAL_NORM_VALUES = {"true": True, "false": False}
 
 
 @dataclass(frozen=True)
@@ -54,7 +63,9 @@ class Specialization:
 
     def __post_init__(self) -> None:
         if self.registers_path not in ("cls", "patch"):
-            raise ValueError(f"specialization.registers_path must be 'cls' or 'patch', got {self.registers_path!r}")
+            raise SpecializationError(
+                f"specialization.registers_path must be 'cls' or 'patch', got {self.registers_path!r}"
+            )
         for component in COMPONENTS:
             # Check the syntax now; block indices are checked against the depth in `blocks`.
             _parse_selector(getattr(self, component), depth=None, component=component)
@@ -69,13 +80,15 @@ class Specialization:
         if isinstance(value, Mapping):
             unknown = set(value) - {f.name for f in dataclasses.fields(cls)}
             if unknown:
-                raise ValueError(
+                raise SpecializationError(
                     f"unknown specialization field(s) {sorted(unknown)}; "
                     f"valid fields are {[f.name for f in dataclasses.fields(cls)]}"
                 )
             return cls(**value)
         if not isinstance(value, str):
-            raise ValueError(f"specialization must be a preset name, a spec string or a mapping, got {value!r}")
+            raise SpecializationError(
+                f"specialization must be a preset name, a spec string or a mapping, got {value!r}"
+            )
         text = value.strip()
         if text in PRESETS:
             return PRESETS[text]
@@ -84,28 +97,51 @@ class Specialization:
     @classmethod
     def _from_string(cls, text: str) -> Specialization:
         fields: dict[str, object] = {}
+        named: set[str] = set()  # given by a clause of their own; presets only set starting values
+
+        def name_once(name: str) -> None:
+            if name in named:
+                raise SpecializationError(
+                    f"specialization {text!r} names {name!r} twice; give each component one clause "
+                    f"(a list such as '{name}:0-3,8' selects several blocks)"
+                )
+            named.add(name)
+
         for clause in filter(None, (c.strip() for c in text.split(";"))):
             if clause == "final_norm":
+                name_once("final_norm")
                 fields["final_norm"] = True
                 continue
             if clause in PRESETS:  # a preset as a starting point: "paper;mlp:all"
                 fields.update(dataclasses.asdict(PRESETS[clause]))
                 continue
             if ":" not in clause:
-                raise ValueError(
+                raise SpecializationError(
                     f"specialization clause {clause!r} must read 'component[,component]:selector' "
                     f"or be 'final_norm' (presets: {sorted(PRESETS)})"
                 )
             names, selector = (part.strip() for part in clause.split(":", 1))
             if names == "registers_path":
+                name_once("registers_path")
                 fields["registers_path"] = selector
+                continue
+            if names == "final_norm":
+                name_once("final_norm")
+                if selector.lower() not in _FINAL_NORM_VALUES:
+                    raise SpecializationError(
+                        f"specialization 'final_norm' takes true or false ('final_norm' alone means true), "
+                        f"got {selector!r} in {text!r}"
+                    )
+                fields["final_norm"] = _FINAL_NORM_VALUES[selector.lower()]
                 continue
             for name in (n.strip() for n in names.split(",")):
                 if name not in COMPONENTS:
-                    raise ValueError(
-                        f"unknown specialization component {name!r} in {text!r}; "
-                        f"valid components are {list(COMPONENTS)}, 'final_norm' and 'registers_path'"
+                    raise SpecializationError(
+                        f"unknown specialization component {name!r} in {text!r}; valid components are "
+                        f"{list(COMPONENTS)} (with a block selector), 'final_norm' (alone, or :true/:false) "
+                        "and 'registers_path' (:cls or :patch)"
                     )
+                name_once(name)
                 fields[name] = selector
         return cls(**fields)
 
@@ -148,7 +184,7 @@ class Specialization:
 def _parse_selector(selector: Selector, depth: int | None, component: str) -> frozenset[int]:
     """Block indices chosen by ``selector``; ``depth=None`` only checks the syntax."""
     if isinstance(selector, bool):
-        raise ValueError(f"specialization of {component!r}: expected a block selector, got {selector!r}")
+        raise SpecializationError(f"specialization of {component!r}: expected a block selector, got {selector!r}")
     if isinstance(selector, int):
         items: list[object] = [selector]
     elif isinstance(selector, (list, tuple)):
@@ -159,7 +195,7 @@ def _parse_selector(selector: Selector, depth: int | None, component: str) -> fr
             return frozenset(_FRACTIONS[key](depth if depth is not None else 0))
         items = [part.strip() for part in key.split(",") if part.strip()]
     else:
-        raise ValueError(f"specialization of {component!r}: cannot read selector {selector!r}")
+        raise SpecializationError(f"specialization of {component!r}: cannot read selector {selector!r}")
 
     chosen: set[int] = set()
     for item in items:
@@ -170,18 +206,18 @@ def _parse_selector(selector: Selector, depth: int | None, component: str) -> fr
         elif isinstance(item, str) and "-" in item.strip("-"):
             low, high = item.split("-", 1)
             if not (low.strip().isdigit() and high.strip().isdigit()):
-                raise ValueError(_selector_help(component, selector))
+                raise SpecializationError(_selector_help(component, selector))
             first, last = int(low), int(high)
             if first > last:
-                raise ValueError(
+                raise SpecializationError(
                     f"specialization of {component!r}: range {item!r} runs backwards (write it as '{last}-{first}')"
                 )
         else:
-            raise ValueError(_selector_help(component, selector))
+            raise SpecializationError(_selector_help(component, selector))
         for index in (first, last):
             if index < 0 or (depth is not None and index >= depth):
                 valid = f"0..{depth - 1}" if depth is not None else "0 or more"
-                raise ValueError(
+                raise SpecializationError(
                     f"specialization of {component!r}: block index {index} is out of range; "
                     f"valid block indices are {valid}"
                 )

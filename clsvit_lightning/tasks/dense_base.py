@@ -17,8 +17,10 @@ from torch import Tensor, nn
 from torch.utils.data import DistributedSampler
 
 from clsvit_lightning.callbacks.resumable_loader import ResumableTrainLoader
+from clsvit_lightning.errors import check_option_values
 from clsvit_lightning.models.checkpoint import load_pretrained
 from clsvit_lightning.models.vision_transformer import VisionTransformer
+from clsvit_lightning.tasks.knn_evaluation import warn_random_backbone
 from clsvit_lightning.training.param_groups import build_param_groups
 from clsvit_lightning.training.schedules import value_at
 
@@ -57,7 +59,9 @@ class DenseTask(LightningModule):
     predictor: nn.Module
 
     def _init_backbone(self, backbone: VisionTransformer, pretrained: str | None) -> None:
-        """Load ``pretrained`` (pretraining checkpoint: teacher; exported backbone; DINOv2/timm weights)."""
+        """Check the optimizer options; load ``pretrained`` (pretraining checkpoint: teacher; exported backbone;
+        DINOv2/timm weights)."""
+        check_option_values(type(self).__name__, self.hparams, positive=("lr",), non_negative=("weight_decay",))
         if isinstance(self.hparams.get("backbone"), nn.Module):
             # Outside the CLI the hyper-parameters would hold the module itself, which a weights-only
             # checkpoint cannot store; keep its config instead (under the CLI they are the parsed config).
@@ -65,6 +69,8 @@ class DenseTask(LightningModule):
                 "class_path": "clsvit_lightning.models.VisionTransformer",
                 "init_args": dict(backbone.config),
             }
+        if not pretrained and self.hparams.get("mode") != "finetune":  # a probe of frozen features
+            warn_random_backbone(type(self).__name__)
         if pretrained:
             report = load_pretrained(backbone, pretrained)
             rank_zero_info(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Mapping
 from typing import Any, Literal
 
 import numpy as np
@@ -20,8 +21,10 @@ from torch import Tensor, nn
 
 from clsvit_lightning.callbacks.resumable_loader import ResumableTrainLoader
 from clsvit_lightning.data.transforms.tensors import normalize_on_device
+from clsvit_lightning.errors import check_option_values
 from clsvit_lightning.losses import CenteringTargets, DINOLoss, KoLeoLoss, iBOTPatchLoss, sinkhorn_knopp
 from clsvit_lightning.losses.ibot_patch_loss import masks_weight_from_masks
+from clsvit_lightning.models.checkpoint import CheckpointReadError, read_checkpoint
 from clsvit_lightning.models.dino_head import DINOHead
 from clsvit_lightning.models.vision_transformer import VisionTransformer
 from clsvit_lightning.training.compile import compile_blocks
@@ -93,9 +96,16 @@ class DINOv2Pretraining(LightningModule):
         self.save_hyperparameters(ignore=["backbone"])
         if teacher_targets not in ("centering", "sinkhorn_knopp"):
             raise ValueError(f"teacher_targets must be 'centering' or 'sinkhorn_knopp', got {teacher_targets!r}")
-        for name in ("dino_loss_weight", "ibot_loss_weight", "koleo_loss_weight"):
-            if getattr(self.hparams, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self.hparams, name)}")
+        check_option_values(
+            "DINOv2Pretraining",
+            self.hparams,
+            positive=("base_lr", "teacher_temperature", "warmup_teacher_temperature"),
+            non_negative=(
+                *("dino_loss_weight", "ibot_loss_weight", "koleo_loss_weight"),
+                *("min_lr", "weight_decay", "weight_decay_end"),
+            ),
+            unit_interval=("teacher_momentum", "teacher_momentum_end", "center_momentum"),
+        )
 
         def heads() -> nn.ModuleDict:
             dino = DINOHead(backbone.embed_dim, num_prototypes, head_hidden_dim, head_bottleneck_dim)
@@ -382,12 +392,14 @@ class DINOv2Pretraining(LightningModule):
 
 def export_teacher_backbone(checkpoint_path: str, output_path: str) -> dict[str, Any]:
     """Write the teacher backbone of a pretraining checkpoint in the format ``load_pretrained`` reads."""
-    checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
-    state = checkpoint["state_dict"] if "state_dict" in checkpoint else checkpoint
+    checkpoint = read_checkpoint(checkpoint_path)
+    state = checkpoint["state_dict"] if isinstance(checkpoint.get("state_dict"), Mapping) else checkpoint
     prefix = "teacher.backbone."
     backbone = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
     if not backbone:
-        raise ValueError(f"{checkpoint_path}: no '{prefix}*' weights; is this a DINOv2Pretraining checkpoint?")
+        raise CheckpointReadError(
+            f"{checkpoint_path} holds no {prefix}* weights; expected a DINOv2Pretraining checkpoint"
+        )
     config = checkpoint.get("backbone_config", {})
     torch.save({"model": backbone, "backbone_config": config}, output_path)
     return {"keys": len(backbone), "params": int(sum(v.numel() for v in backbone.values())), "config": config}

@@ -22,21 +22,36 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 from lightning.pytorch import LightningModule
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor
 from torch.utils.data import DataLoader, Subset
 
+from clsvit_lightning.errors import ConfigError, check_option_values
 from clsvit_lightning.evaluation.knn import KNNResult
 from clsvit_lightning.models.checkpoint import load_pretrained
 from clsvit_lightning.models.vision_transformer import VisionTransformer
 
 
-def freeze(backbone: VisionTransformer, pretrained: str | None) -> VisionTransformer:
-    """Load ``pretrained`` (any format ``load_pretrained`` reads) and freeze: no gradients, eval mode."""
+def freeze(backbone: VisionTransformer, pretrained: str | None, owner: str = "evaluation") -> VisionTransformer:
+    """Load ``pretrained`` (any format ``load_pretrained`` reads) and freeze: no gradients, eval mode.
+
+    Without ``pretrained`` the frozen backbone keeps its random initialisation: allowed (tests,
+    baselines), but said once, as the numbers are those of an untrained network.
+    """
     if pretrained:
         report = load_pretrained(backbone, pretrained)
         rank_zero_info(f"loaded {report.source} (warm-started prefix parameters: {len(report.warm_started)})")
+    else:
+        warn_random_backbone(owner)
     return backbone.requires_grad_(False).eval()
+
+
+def warn_random_backbone(owner: str) -> None:
+    """Say (rank zero) that a frozen backbone is evaluated without weights."""
+    rank_zero_warn(
+        f"{owner}: pretrained is null, so the backbone is randomly initialised and its features are those of an "
+        "untrained network; give --model.init_args.pretrained <checkpoint, exported backbone or DINOv2/timm weights>"
+    )
 
 
 def samples_on_rank(dataset_length: int, rank: int, world_size: int) -> int:
@@ -96,7 +111,7 @@ class KNNEvaluation(LightningModule):
         Args:
             backbone: the architecture of the checkpoint to evaluate.
             pretrained: weights to load (DINOv2/timm files, this project's checkpoints or exported backbones).
-            ks: numbers of neighbours; those larger than the memory bank are skipped.
+            ks: numbers of neighbours; those larger than the memory bank are skipped with a warning.
             temperature: ``T`` of the vote weights ``exp(s / T)``.
             memory_bank_split: the split whose features are the memory bank.
             num_classes: defaults to the datamodule's ``num_classes``, else the largest bank label + 1.
@@ -104,10 +119,10 @@ class KNNEvaluation(LightningModule):
         super().__init__()
         self.save_hyperparameters(ignore=["backbone"])
         if not ks or min(ks) < 1:
-            raise ValueError(f"ks must be a non-empty list of positive integers, got {list(ks)}")
-        if temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}")
-        self.backbone = freeze(backbone, pretrained)
+            raise ConfigError(f"KNNEvaluation: ks must be a non-empty list of positive integers, got {list(ks)}")
+        check_option_values("KNNEvaluation", self.hparams, positive=("temperature",))
+        self.backbone = freeze(backbone, pretrained, "KNNEvaluation")
+        self._warned_skipped_ks = False
         self.results: list[KNNResult] = []
 
     def train(self, mode: bool = True) -> KNNEvaluation:
@@ -144,7 +159,19 @@ class KNNEvaluation(LightningModule):
         self.bank_size = int(self._reduce(torch.tensor(len(self.bank_labels), device=self.device), "sum"))
         self.ks = sorted(k for k in set(self.hparams.ks) if k <= self.bank_size)
         if not self.ks:
-            raise ValueError(f"all ks {list(self.hparams.ks)} exceed the memory bank size {self.bank_size}")
+            raise ConfigError(
+                f"KNNEvaluation: all ks {list(self.hparams.ks)} exceed the memory bank size {self.bank_size}"
+            )
+        # A warning, not an error: the shipped ks are DINOv2's (10..200), and small banks (a subset,
+        # the synthetic demos) should still report the ks that fit without editing the list. It is
+        # said once per module, as a bank is rebuilt at every validation.
+        skipped = sorted(k for k in set(self.hparams.ks) if k > self.bank_size)
+        if skipped and not self._warned_skipped_ks:
+            rank_zero_warn(
+                f"KNNEvaluation: ks {skipped} exceed the memory bank size {self.bank_size} and are skipped; "
+                f"reporting ks {self.ks}"
+            )
+            self._warned_skipped_ks = True
         self.num_classes = self.hparams.num_classes or getattr(datamodule, "num_classes", None)
         if self.num_classes is None:
             largest = self.bank_labels.max() if len(self.bank_labels) else torch.tensor(0, device=self.device)

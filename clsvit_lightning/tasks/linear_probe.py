@@ -25,6 +25,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 
 from clsvit_lightning.callbacks.resumable_loader import ResumableTrainLoader
+from clsvit_lightning.errors import ConfigError, check_option_values
 from clsvit_lightning.models.vision_transformer import VisionTransformer
 from clsvit_lightning.tasks.knn_evaluation import freeze, samples_on_rank
 from clsvit_lightning.tasks.supervised import global_batch_size
@@ -79,12 +80,12 @@ class LinearProbe(LightningModule):
                 f"n_last_blocks_options must lie in 1..{backbone.depth} (the backbone depth), "
                 f"got {list(n_last_blocks_options)}"
             )
-        if not avgpool_options or not learning_rates or min(learning_rates) <= 0:
-            raise ValueError(
-                f"avgpool_options and learning_rates must be non-empty, lrs > 0; got {list(avgpool_options)}, "
-                f"{list(learning_rates)}"
-            )
-        self.backbone = freeze(backbone, pretrained)
+        if not avgpool_options:
+            raise ConfigError(f"LinearProbe: avgpool_options must be non-empty, got {list(avgpool_options)}")
+        if not learning_rates or not all(lr > 0 for lr in learning_rates):
+            raise ConfigError(f"LinearProbe: learning_rates must be non-empty and all > 0, got {list(learning_rates)}")
+        check_option_values("LinearProbe", self.hparams, unit_interval=("momentum",))
+        self.backbone = freeze(backbone, pretrained, "LinearProbe")
         self.heads = nn.ModuleDict()
         self.head_inputs: dict[str, tuple[int, bool]] = {}
         self.head_learning_rates: dict[str, float] = {}

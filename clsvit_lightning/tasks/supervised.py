@@ -27,6 +27,7 @@ from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from clsvit_lightning.callbacks.resumable_loader import ResumableTrainLoader
+from clsvit_lightning.errors import check_option_values
 from clsvit_lightning.models.vision_transformer import VisionTransformer
 from clsvit_lightning.tasks.dinov2_pretraining import NonFiniteLossError
 from clsvit_lightning.tasks.knn_evaluation import samples_on_rank
@@ -105,6 +106,12 @@ class DeiT3Supervised(LightningModule):
             raise ValueError(f"optimizer must be 'lamb' or 'adamw', got {optimizer!r}")
         if num_classes < 2:
             raise ValueError(f"num_classes must be >= 2, got {num_classes}")
+        check_option_values(
+            "DeiT3Supervised",
+            self.hparams,
+            positive=("base_lr",),
+            non_negative=("min_lr", "warmup_lr", "weight_decay"),
+        )
         self.backbone = backbone
         self.head = nn.Linear(backbone.embed_dim, num_classes)
         nn.init.trunc_normal_(self.head.weight, std=0.02)  # DeiT III's init of linear layers

@@ -71,3 +71,16 @@ def test_errors_name_the_option_or_file(workspace, capsys):
     with pytest.raises(SystemExit):
         run([*base, "--ckpt", str(ckpt), "--data", str(root / "images"), "--model_kwargs", "{depht: 3}"])
     assert "--model_kwargs: unknown field(s) ['depht']" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("content", "why"), [(b"", "is an empty file"), (b"PK\x03\x04cut", "is truncated or not a torch checkpoint (")]
+)
+def test_an_unreadable_checkpoint_is_named_with_the_reason(workspace, capsys, content, why):
+    root, _ = workspace
+    bad = root / "bad.pth"
+    bad.write_bytes(content)
+    with pytest.raises(SystemExit):
+        run(["analyze", "--out", str(root / "out"), *TINY, "--ckpt", str(bad), "--data", str(root / "images")])
+    error = capsys.readouterr().err
+    assert f"{bad} {why}" in error and "weights_only=False" not in error

@@ -156,11 +156,11 @@ def test_swiglu_checkpoint_gets_a_hint():
 
 
 def test_unreadable_files_name_the_path(tmp_path):
-    with pytest.raises(FileNotFoundError, match="checkpoint file not found: .*missing.pth"):
+    with pytest.raises(FileNotFoundError, match=r"missing\.pth does not exist"):
         load_pretrained(build(), tmp_path / "missing.pth")
     corrupt = tmp_path / "corrupt.pth"
     corrupt.write_bytes(b"not a torch file")
-    with pytest.raises(CheckpointMismatchError, match=r"cannot read checkpoint .*corrupt\.pth"):
+    with pytest.raises(CheckpointMismatchError, match=r"corrupt\.pth is truncated or not a torch checkpoint"):
         load_pretrained(build(), corrupt)
     empty = tmp_path / "empty.pth"
     torch.save({"epoch": 3}, empty)
@@ -195,3 +195,38 @@ def test_pickled_objects_are_refused_by_weights_only_loading(tmp_path):
 
 class _Custom:
     pass
+
+
+@pytest.mark.parametrize(
+    "content, why",
+    [
+        (b"", r"is an empty file"),
+        (b"not a torch file", r"is truncated or not a torch checkpoint \(UnpicklingError\)"),
+        ("truncated", r"is truncated or not a torch checkpoint \(\w+\)"),
+    ],
+)
+def test_read_checkpoint_says_which_file_and_why_without_unsafe_advice(tmp_path, content, why):
+    from clsvit_lightning.models.checkpoint import CheckpointReadError, read_checkpoint
+
+    bad = tmp_path / "bad.pth"
+    if content == "truncated":
+        torch.save(source_model().state_dict(), bad)
+        bad.write_bytes(bad.read_bytes()[:200])
+    else:
+        bad.write_bytes(content)
+    with pytest.raises(CheckpointReadError, match=f"^{bad} {why}") as error:
+        read_checkpoint(bad)
+    assert "weights_only=False" not in str(error.value) and error.value.__cause__ is None
+    with pytest.raises(FileNotFoundError, match=f"^{tmp_path / 'nothing.pth'} does not exist$"):
+        read_checkpoint(tmp_path / "nothing.pth")
+
+
+def test_a_pickle_of_foreign_objects_is_named_not_run(tmp_path):
+    from collections import OrderedDict  # allowed by weights_only; a Path is not
+
+    from clsvit_lightning.models.checkpoint import CheckpointReadError, read_checkpoint
+
+    path = tmp_path / "objects.pth"
+    torch.save(OrderedDict(where=tmp_path), path)
+    with pytest.raises(CheckpointReadError, match=r"objects\.pth holds a pickled pathlib\.\w+, which a weights-only"):
+        read_checkpoint(path)

@@ -105,3 +105,29 @@ def test_for_block_lists_the_components_split_in_that_block():
     assert spec.for_block(0, 12) == {"norm1", "norm2", "ls1", "ls2", "qkv"}
     assert spec.for_block(11, 12) == {"norm1", "norm2", "ls1", "ls2"}
     assert set(COMPONENTS) == {"norm1", "qkv", "proj", "ls1", "norm2", "mlp", "ls2"}
+
+
+@pytest.mark.parametrize("value", ["final_norm:maybe", "final_norm:all", "paper;final_norm:0-3"])
+def test_final_norm_with_a_selector_says_it_takes_true_or_false(value):
+    with pytest.raises(ValueError, match="'final_norm' takes true or false") as error:
+        Specialization.parse(value)
+    assert "unknown" not in str(error.value)
+
+
+def test_final_norm_true_and_false_are_read():
+    assert Specialization.parse("norm1:all;final_norm:true").final_norm
+    assert not Specialization.parse("paper;final_norm:false").final_norm
+
+
+@pytest.mark.parametrize(
+    ("value", "component"),
+    [("norm1:all;norm1:0-3", "norm1"), ("norm1,norm1:all", "norm1"), ("final_norm;final_norm:false", "final_norm")]
+    + [("qkv:0;registers_path:patch;registers_path:cls", "registers_path"), ("qkv,mlp:all;mlp:1", "mlp")],
+)
+def test_a_component_named_twice_is_an_error(value, component):
+    with pytest.raises(ValueError, match=f"names '{component}' twice"):
+        Specialization.parse(value)
+
+
+def test_a_preset_is_a_starting_point_that_a_clause_may_override():
+    assert Specialization.parse("paper;qkv:all").qkv == "all"  # not "named twice"

@@ -117,3 +117,10 @@ def test_a_few_training_steps_reduce_the_loss_and_validation_logs_metrics(tmp_pa
     results = trainer(tmp_path).validate(model, TinyDepth())[0]
     assert {"val/rmse", "val/abs_rel", "val/delta1"} <= set(results)
     assert results["val/rmse"] > 0 and 0 <= results["val/delta1"] <= 1
+
+
+def test_a_negative_lr_is_refused_by_name():
+    from clsvit_lightning.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="MonocularDepth: lr must be > 0, got -0.001"):
+        tiny_model(lr=-1e-3)

@@ -1,4 +1,5 @@
 import copy
+import re
 
 import pytest
 import torch
@@ -104,7 +105,8 @@ def test_a_few_steps_train_and_the_loss_decreases(tmp_path, targets):
 
 
 def test_non_finite_loss_stops_with_a_clear_message(tmp_path):
-    module = tiny_module(base_lr=float("nan"))
+    module = tiny_module()
+    module.hparams.base_lr = float("nan")  # refused as an option (see below); set after the checks to provoke a NaN
     with pytest.raises(NonFiniteLossError, match="non-finite loss at step 1"):
         trainer(tmp_path).fit(module, TinySSLData())
 
@@ -181,3 +183,46 @@ def test_uint8_batches_are_normalised_after_transfer():
         [0.229, 0.224, 0.225]
     ).view(3, 1, 1)
     torch.testing.assert_close(batch["global_crops"], expected)
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "expected"),
+    [
+        ("base_lr", 0.0, "> 0"),
+        ("base_lr", -0.004, "> 0"),
+        ("weight_decay", -0.04, ">= 0"),
+        ("weight_decay_end", -1.0, ">= 0"),
+        ("teacher_momentum", 1.2, "in [0, 1]"),
+        ("teacher_momentum_end", -0.1, "in [0, 1]"),
+        ("teacher_temperature", 0.0, "> 0"),
+        ("warmup_teacher_temperature", -0.04, "> 0"),
+        ("base_lr", float("nan"), "> 0"),
+    ],
+)
+def test_bad_option_values_are_refused_by_name(option, value, expected):
+    from clsvit_lightning.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=rf"DINOv2Pretraining: {option} must be {re.escape(expected)}, got"):
+        tiny_module(**{option: value})
+
+
+@pytest.mark.parametrize(
+    ("write", "message"),
+    [
+        (lambda path: None, r"missing\.ckpt does not exist"),
+        (lambda path: path.write_bytes(b""), r"missing\.ckpt is an empty file"),
+        (lambda path: path.write_bytes(b"garbage"), r"missing\.ckpt is truncated or not a torch checkpoint"),
+        (
+            lambda path: torch.save({"state_dict": {"backbone.cls_token": torch.zeros(1)}}, path),
+            r"missing\.ckpt holds no teacher\.backbone\.\* weights; expected a DINOv2Pretraining checkpoint",
+        ),
+    ],
+)
+def test_export_names_the_file_and_what_it_expected(tmp_path, write, message):
+    from clsvit_lightning.errors import ConfigError
+
+    path = tmp_path / "missing.ckpt"
+    write(path)
+    with pytest.raises(ConfigError, match=message):
+        export_teacher_backbone(path, tmp_path / "out.pth")
+    assert not (tmp_path / "out.pth").exists()

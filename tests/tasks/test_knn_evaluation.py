@@ -170,3 +170,35 @@ def test_knn_of_a_supervised_checkpoint_through_the_cli(tmp_path):
     for key, value in backbone.state_dict().items():
         assert torch.equal(cli.model.backbone.state_dict()[key], value), key
     assert 0 <= cli.trainer.callback_metrics["knn/k10_top1"] <= 100
+
+
+def test_ks_larger_than_the_bank_are_skipped_with_one_warning_naming_them(tmp_path):
+    module = KNNEvaluation(tiny_backbone(), ks=(1, 3, 100, 200), temperature=0.07)
+    trainer = Trainer(default_root_dir=tmp_path, accelerator="cpu", devices=1, logger=False, enable_progress_bar=False)
+    data = TinyBankAndQueries()
+    with pytest.warns(UserWarning, match=r"ks \[100, 200\] exceed the memory bank size 30 and are skipped") as seen:
+        trainer.validate(module, data)
+        trainer.validate(module, data)  # a second evaluation: not said again
+    assert len([w for w in seen if "exceed the memory bank" in str(w.message)]) == 1
+    assert [r.k for r in module.results] == [1, 3]
+
+
+def test_knn_without_pretrained_weights_warns_that_the_backbone_is_random():
+    with pytest.warns(UserWarning, match="KNNEvaluation: pretrained is null, so the backbone is randomly initialised"):
+        KNNEvaluation(tiny_backbone())
+
+
+def test_a_bad_pretrained_file_through_the_cli_is_one_line_naming_it(tmp_path):
+    empty = tmp_path / "teacher.pth"
+    empty.write_bytes(b"")
+    with pytest.raises(SystemExit) as exit_:
+        run(
+            [
+                "validate",
+                "--config",
+                str(CONFIGS / "classification/knn.yaml"),
+                "--model.init_args.pretrained",
+                str(empty),
+            ]
+        )
+    assert str(exit_.value.code) == f"clsvit validate: {empty} is an empty file; expected a torch checkpoint"

@@ -181,3 +181,19 @@ def test_linear_probe_of_a_saved_backbone_through_the_cli(tmp_path):
     assert cli.trainer.global_step == 3 and len(module.heads) == 8
     assert "linear/best_top1" in cli.trainer.callback_metrics
     assert next((tmp_path / "run").rglob("last.ckpt")).is_file()
+
+
+def test_negative_lr_and_bad_momentum_are_refused_by_name():
+    from clsvit_lightning.errors import ConfigError
+
+    with pytest.raises(
+        ConfigError, match=r"LinearProbe: learning_rates must be non-empty and all > 0, got \[0.001, -0.01\]"
+    ):
+        LinearProbe(tiny_backbone(), num_classes=3, learning_rates=[1e-3, -1e-2])
+    with pytest.raises(ConfigError, match=r"LinearProbe: momentum must be in \[0, 1\], got 1.5"):
+        LinearProbe(tiny_backbone(), num_classes=3, momentum=1.5)
+
+
+def test_a_probe_without_pretrained_weights_warns_that_the_backbone_is_random():
+    with pytest.warns(UserWarning, match="LinearProbe: pretrained is null, so the backbone is randomly initialised"):
+        LinearProbe(tiny_backbone(), num_classes=3, learning_rates=[1e-3])

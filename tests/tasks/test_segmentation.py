@@ -256,3 +256,19 @@ def test_predicted_labels_are_the_argmax_of_the_tta_probabilities(scales, flip, 
     labels = model.predict_labels(images)
     assert labels.shape == (2, 30, 41)
     assert torch.equal(labels, model.predict_probabilities(images).argmax(1))
+
+
+@pytest.mark.parametrize(("option", "value", "expected"), [("lr", 0.0, "> 0"), ("weight_decay", -1e-4, ">= 0")])
+def test_bad_optimizer_values_are_refused_by_name(option, value, expected):
+    from clsvit_lightning.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=f"SemanticSegmentation: {option} must be {expected}, got {value}"):
+        tiny_model(**{option: value})
+
+
+def test_a_frozen_probe_without_pretrained_weights_warns_that_the_backbone_is_random(recwarn):
+    with pytest.warns(UserWarning, match="SemanticSegmentation: pretrained is null, so the backbone is randomly"):
+        tiny_model("linear")
+    recwarn.clear()
+    tiny_model("finetune")  # training the backbone from scratch is a choice, not an oversight
+    assert not [w for w in recwarn if "randomly initialised" in str(w.message)]

