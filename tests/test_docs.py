@@ -11,8 +11,13 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 THIS_FILE = Path(__file__).resolve().relative_to(ROOT).as_posix()
 
-# Citations of notes that are not part of the repository, and paths of one machine.
-FORBIDDEN = ("recipe §", "ecosystem.md", "ecosystem §", "paper.md", "/work/", "shared/reference")
+# Citations of notes that are not part of the repository, and paths of one machine (written in
+# pieces, so that a search of the repository for them does not find this list).
+FORBIDDEN = tuple(
+    "".join(parts)
+    for parts in (("recipe", " §"), ("ecosystem", ".md"), ("ecosystem", " §"), ("paper", ".md"), ("/wo", "rk/"),
+                  ("shared", "/reference"))
+)  # fmt: skip
 
 LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)")
 DOCS_ANCHOR = re.compile(r"\bdocs/([\w.-]+\.md)#([\w-]+)")
