@@ -1,5 +1,6 @@
 """SLURM preemption under a simulated SLURM job: signal mid-step -> checkpoint after the step ->
-`scontrol requeue` -> the restarted job resumes at that step with the same schedules."""
+`scontrol requeue` -> the restarted job resumes at that step with the same schedules, and ends
+with the weights of the run that was never preempted."""
 
 import json
 import os
@@ -31,11 +32,11 @@ def slurm_env(tmp_path: Path) -> dict[str, str]:
     return env
 
 
-def launch(root: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
+def launch(root: Path, env: dict[str, str], overlay: str = "tests/ops/slurm_run.yaml") -> subprocess.CompletedProcess:
     command = [
         sys.executable, "-m", "clsvit_lightning.cli", "fit",
         "--config", "tests/ops/tiny_pretrain.yaml", "--config", "experiments/slurm/requeue.yaml",
-        "--config", "tests/ops/slurm_run.yaml", f"--trainer.default_root_dir={root}",
+        "--config", overlay, f"--trainer.default_root_dir={root}",
     ]  # fmt: skip
     result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -78,6 +79,17 @@ def test_requeue_saves_at_a_step_boundary_and_the_restart_resumes_there(tmp_path
     assert (root / "config.yaml").is_file()  # rewritten by the restart instead of stopping it
     assert len(hpc_checkpoints(root)) == 1
     assert not (root / "REQUEUED").exists()  # the restart ran to the end
+
+    # Bit for bit the run that was never preempted (the requeue resumed mid-epoch: step 3 of 4).
+    reference = tmp_path / "uninterrupted"
+    launch(reference, slurm_env(tmp_path), overlay="tests/ops/slurm_run_uninterrupted.yaml")
+    expected, resumed = (
+        torch.load(reference / "final_0.pt", weights_only=True),
+        torch.load(root / "final_1.pt", weights_only=True),
+    )
+    assert expected.keys() == resumed.keys()
+    for name, value in expected.items():
+        assert torch.equal(resumed[name], value), name
 
 
 def test_bad_arguments_name_the_option():
