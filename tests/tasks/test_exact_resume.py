@@ -7,7 +7,11 @@ compared, tensor by tensor (every module tensor and the optimizer state) and los
 same run killed after step ``k`` (mid-epoch and at an epoch end) and resumed from its ``last.ckpt``.
 """
 
+import os
 import random
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -63,7 +67,7 @@ def backbone(drop_path_rate: float = 0.2) -> VisionTransformer:
     )  # fmt: skip
 
 
-def task_and_data(task: str, root, num_workers: int):
+def task_and_data(task: str, root, num_workers: int, batch_size: int = 8):
     workers = {"num_workers": num_workers, "persistent_workers": num_workers > 0, "pin_memory": False}
     if task == "dinov2":
         model = DINOv2Pretraining(
@@ -71,8 +75,8 @@ def task_and_data(task: str, root, num_workers: int):
             base_lr=0.01, warmup_teacher_temperature_epochs=1, freeze_last_layer_epochs=0,
         )  # fmt: skip
         data = ImageNetDataModule(
-            str(root / "imagenet"), batch_size=8, crop_size=32, resize_size=36, local_crop_size=16, num_local_crops=2,
-            patch_size=8, **workers,
+            str(root / "imagenet"), batch_size=batch_size, crop_size=32, resize_size=36, local_crop_size=16,
+            num_local_crops=2, patch_size=8, **workers,
         )  # fmt: skip
     elif task == "deit3":
         model = DeiT3Supervised(backbone(), num_classes=4, warmup_epochs=1, base_lr=3e-3)
@@ -89,16 +93,20 @@ def task_and_data(task: str, root, num_workers: int):
     return model, data
 
 
-def run(folder, root, num_workers: int, kill_after: int | None = None, resume: bool = False, task: str = "dinov2"):
+def run(
+    folder, root, num_workers: int, kill_after: int | None = None, resume: bool = False, task: str = "dinov2",
+    devices: int = 1, strategy: str = "auto", batch_size: int = 8,
+):  # fmt: skip
     seed_everything(0)  # the run's seed (its config), which also keys the data
     if resume:  # a resumed process is elsewhere in its random streams: they must come from the checkpoint
         torch.rand(1000), np.random.rand(1000), random.random()
-    (model, datamodule), losses = task_and_data(task, root, num_workers), RecordLosses()
+    (model, datamodule), losses = task_and_data(task, root, num_workers, batch_size), RecordLosses()
     callbacks = [RunCheckpoint(folder / "ckpt", save_last=True, save_top_k=0, every_n_train_steps=1), losses]
     if kill_after is not None:
         callbacks.append(KillAfter(kill_after))
     trainer = Trainer(
-        default_root_dir=folder, max_epochs=EPOCHS, accelerator="cpu", logger=False, enable_progress_bar=False,
+        default_root_dir=folder, max_epochs=EPOCHS, accelerator="cpu", devices=devices, strategy=strategy,
+        logger=False, enable_progress_bar=False,
         enable_model_summary=False, callbacks=callbacks, limit_train_batches=STEPS_PER_EPOCH, limit_val_batches=0,
     )  # fmt: skip
     try:
@@ -146,3 +154,20 @@ def test_runs_with_0_and_2_workers_see_the_same_batches(tmp_path, synthetic_root
     _, two, two_losses = run(tmp_path / "two", synthetic_root, 2)
     assert zero_losses == two_losses
     assert_same_state(zero, two)
+
+
+def test_killed_and_resumed_ddp_run_is_bit_identical(tmp_path, synthetic_root):
+    """Two processes, each reading its shard (Lightning's DistributedSamplerWrapper around ours)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+         "-m", "tests.tasks.ddp_resume", str(synthetic_root), str(tmp_path)],
+        cwd=Path(__file__).parents[2], capture_output=True, text=True, timeout=600,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-4000:]
+    recorded = torch.load(tmp_path / "ddp_resume.pt", weights_only=True)
+    (reference_losses, reference_state), (resumed_losses, resumed_state) = recorded["reference"], recorded["resumed"]
+    assert len(reference_losses) == STEPS_PER_EPOCH * EPOCHS and resumed_losses == reference_losses
+    assert recorded["first_resumed_step"] == 3  # killed after step 2 (mid-epoch): no step replayed
+    for name, value in reference_state.items():
+        assert torch.equal(resumed_state[name], value), name

@@ -102,8 +102,10 @@ def resume_train_loader(trainer: Any) -> None:
     stale = False
     for dataloader in loader.flattened:
         sampler = getattr(dataloader, "sampler", None)
-        if isinstance(sampler, EpochSeededSampler) and sampler.epoch != epoch:
-            sampler.set_epoch(epoch)
+        # Under DDP Lightning wraps the sampler (DistributedSamplerWrapper), whose set_epoch forwards.
+        inner = getattr(getattr(sampler, "dataset", None), "_sampler", sampler)
+        if isinstance(inner, EpochSeededSampler) and inner.epoch != epoch:
+            sampler.set_epoch(epoch)  # type: ignore[union-attr]
             stale = True
     if (pending or stale) and loop._data_fetcher is not None:
         iter(loop._data_fetcher)  # a new iterator from the loaded position and the right epoch
