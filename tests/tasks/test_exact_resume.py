@@ -2,7 +2,8 @@
 
 Real loaders on the synthetic scenes, with 0 and 2 loader workers, for DINOv2 pretraining
 (multi-crop augmentations, iBOT masks, stochastic depth), DeiT III (3-Augment, mixup/cutmix,
-stochastic depth) and the linear segmentation probe (mmseg crops): the uninterrupted run is
+stochastic depth), the linear segmentation probe (mmseg crops) and the linear classification probe
+(random-resized crops, a grid of classifiers): the uninterrupted run is
 compared, tensor by tensor (every module tensor and the optimizer state) and loss by loss, with the
 same run killed after step ``k`` (mid-epoch and at an epoch end) and resumed from its ``last.ckpt``.
 """
@@ -24,6 +25,7 @@ from clsvit_lightning.data.datamodules.imagenet import ImageNetDataModule
 from clsvit_lightning.data.synthetic.writers import write_synthetic
 from clsvit_lightning.models import VisionTransformer
 from clsvit_lightning.tasks.dinov2_pretraining import DINOv2Pretraining
+from clsvit_lightning.tasks.linear_probe import LinearProbe
 from clsvit_lightning.tasks.segmentation import SemanticSegmentation
 from clsvit_lightning.tasks.supervised import DeiT3Supervised
 
@@ -78,6 +80,11 @@ def task_and_data(task: str, root, num_workers: int, batch_size: int = 8):
             str(root / "imagenet"), batch_size=batch_size, crop_size=32, resize_size=36, local_crop_size=16,
             num_local_crops=2, patch_size=8, **workers,
         )  # fmt: skip
+    elif task == "linear":
+        model = LinearProbe(backbone(0.0), num_classes=4, n_last_blocks_options=(1, 2), learning_rates=(0.01, 0.1))
+        data = ImageNetDataModule(
+            str(root / "imagenet"), mode="linear", batch_size=batch_size, crop_size=32, resize_size=36, **workers
+        )
     elif task == "deit3":
         model = DeiT3Supervised(backbone(), num_classes=4, warmup_epochs=1, base_lr=3e-3)
         data = ImageNetDataModule(
@@ -129,7 +136,7 @@ def assert_same_state(a: Trainer, b: Trainer) -> None:
 
 CASES = [
     ("dinov2", 0, 2), ("dinov2", 2, 2), ("dinov2", 0, 3), ("dinov2", 2, 3),
-    ("deit3", 2, 2), ("deit3", 0, 3), ("segmentation", 2, 2), ("segmentation", 0, 3),
+    ("deit3", 2, 2), ("deit3", 0, 3), ("segmentation", 2, 2), ("segmentation", 0, 3), ("linear", 2, 2),
 ]  # fmt: skip
 
 
