@@ -2,8 +2,8 @@
 
 Real loaders on the synthetic scenes, with 0 and 2 loader workers, for DINOv2 pretraining
 (multi-crop augmentations, iBOT masks, stochastic depth), DeiT III (3-Augment, mixup/cutmix,
-stochastic depth), the linear segmentation probe (mmseg crops) and the linear classification probe
-(random-resized crops, a grid of classifiers): the uninterrupted run is
+stochastic depth), the linear segmentation and depth probes (mmseg / NYU crops) and the linear
+classification probe (random-resized crops, a grid of classifiers): the uninterrupted run is
 compared, tensor by tensor (every module tensor and the optimizer state) and loss by loss, with the
 same run killed after step ``k`` (mid-epoch and at an epoch end) and resumed from its ``last.ckpt``.
 """
@@ -14,16 +14,18 @@ import subprocess
 import sys
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
 from lightning.pytorch import Callback, Trainer, seed_everything
 
 from clsvit_lightning.callbacks.checkpointing import RunCheckpoint
-from clsvit_lightning.data.datamodules.dense import SegmentationDataModule
+from clsvit_lightning.data.datamodules.dense import DepthDataModule, SegmentationDataModule
 from clsvit_lightning.data.datamodules.imagenet import ImageNetDataModule
 from clsvit_lightning.data.synthetic.writers import write_synthetic
 from clsvit_lightning.models import VisionTransformer
+from clsvit_lightning.tasks.depth import MonocularDepth
 from clsvit_lightning.tasks.dinov2_pretraining import DINOv2Pretraining
 from clsvit_lightning.tasks.linear_probe import LinearProbe
 from clsvit_lightning.tasks.segmentation import SemanticSegmentation
@@ -36,7 +38,22 @@ STEPS_PER_EPOCH, EPOCHS = 3, 2
 def synthetic_root(tmp_path_factory):
     out = tmp_path_factory.mktemp("synthetic")
     write_synthetic(out, num_train=24, num_val=8, num_classes=4, size_range=(40, 56), seed=3)
+    write_nyu_like(out / "nyu", 24)
     return out
+
+
+def write_nyu_like(root, count: int) -> None:
+    """NYU Depth v2's layout: RGB + 16-bit depth PNGs in millimetres, listed in split files."""
+    rng = np.random.default_rng(0)
+    lines = []
+    for index in range(count):
+        (root / "room").mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(root / f"room/rgb_{index:05d}.jpg"), rng.integers(0, 255, (40, 48, 3), dtype=np.uint8))
+        depth = rng.integers(500, 9000, (40, 48)).astype(np.uint16)
+        cv2.imwrite(str(root / f"room/sync_depth_{index:05d}.png"), depth)
+        lines.append(f"/room/rgb_{index:05d}.jpg room/sync_depth_{index:05d}.png 518.8579")
+    for split in ("nyu_train.txt", "nyu_test.txt"):
+        (root / split).write_text("\n".join(lines) + "\n")
 
 
 class Killed(RuntimeError):
@@ -80,6 +97,11 @@ def task_and_data(task: str, root, num_workers: int, batch_size: int = 8):
             str(root / "imagenet"), batch_size=batch_size, crop_size=32, resize_size=36, local_crop_size=16,
             num_local_crops=2, patch_size=8, **workers,
         )  # fmt: skip
+    elif task == "depth":
+        model = MonocularDepth(backbone(0.0), warmup_steps=2, num_bins=32, upsample=2, lr=0.01)
+        data = DepthDataModule(
+            str(root / "nyu"), crop_size=(32, 32), eigen_crop=False, batch_size=batch_size, **workers
+        )
     elif task == "linear":
         model = LinearProbe(backbone(0.0), num_classes=4, n_last_blocks_options=(1, 2), learning_rates=(0.01, 0.1))
         data = ImageNetDataModule(
@@ -136,7 +158,8 @@ def assert_same_state(a: Trainer, b: Trainer) -> None:
 
 CASES = [
     ("dinov2", 0, 2), ("dinov2", 2, 2), ("dinov2", 0, 3), ("dinov2", 2, 3),
-    ("deit3", 2, 2), ("deit3", 0, 3), ("segmentation", 2, 2), ("segmentation", 0, 3), ("linear", 2, 2),
+    ("deit3", 2, 2), ("deit3", 0, 3), ("segmentation", 2, 2), ("segmentation", 0, 3), ("depth", 2, 2),
+    ("linear", 2, 2),
 ]  # fmt: skip
 
 
