@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from clsvit_lightning.data.seeding import find_composes, reseed_augmentations, worker_init_fn
+from clsvit_lightning.data.seeding import find_composes, reseed_augmentations, seed_sample, worker_init_fn
 from clsvit_lightning.data.transforms.multicrop import MultiCropTransform
 
 
@@ -99,3 +99,32 @@ def test_sample_lists_are_not_walked():
     dataset.samples.append(stray)  # inside a sample list: not searched for (the list is not walked)
     composes = find_composes(dataset)
     assert {id(c) for c in composes} == {id(transform.global_1), id(transform.global_2), id(transform.local)}
+
+
+class MultiCropImages(Dataset):
+    def __init__(self):
+        self.transform = MultiCropTransform(global_crop_size=32, local_crop_size=16, num_local_crops=2)
+        self.image = np.random.default_rng(0).integers(0, 255, (48, 48, 3), dtype=np.uint8)
+
+    def __len__(self):
+        return 4
+
+    def __getitem__(self, index):
+        seed_sample(self, index)
+        return np.concatenate([c.ravel() for c in self.transform(self.image)["global_crops"]])
+
+
+def test_sample_keys_fix_the_augmentations_whatever_came_before():
+    from clsvit_lightning.data.seeding import SampleIndex
+
+    dataset = MultiCropImages()
+    first = dataset[SampleIndex(1, 0, 0)]
+    dataset[SampleIndex(2, 0, 0)], dataset[SampleIndex(3, 0, 5)]  # other draws in between
+    np.testing.assert_array_equal(dataset[SampleIndex(1, 0, 0)], first)
+    assert not np.array_equal(dataset[SampleIndex(1, 0, 1)], first)  # another epoch, other crops
+    assert not np.array_equal(dataset[SampleIndex(2, 0, 0)], first)  # another sample
+    assert not np.array_equal(dataset[SampleIndex(1, 7, 0)], first)  # another seed
+    reseed_augmentations(dataset, 123)  # a worker start replaces the generators: the keys still rule
+    np.testing.assert_array_equal(dataset[SampleIndex(1, 0, 0)], first)
+    unkeyed = [dataset[1] for _ in range(2)]  # plain indices keep drawing from the running streams
+    assert not np.array_equal(*unkeyed)
