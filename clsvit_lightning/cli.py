@@ -22,7 +22,8 @@ from clsvit_lightning.commands.sweep import sweep_main
 from clsvit_lightning.commands.sweep_run import sweep_run_main
 from clsvit_lightning.commands.synth import synth_main
 from clsvit_lightning.config_files import resolve_config_args
-from clsvit_lightning.errors import find_config_error
+from clsvit_lightning.data.io import CorruptImageError, DatasetLayoutError, LabelError
+from clsvit_lightning.errors import ConfigError, find_config_error
 from clsvit_lightning.training.cpu_allocator import keep_freed_memory
 
 PROJECT_COMMANDS: dict[str, Callable[[list[str]], object]] = {
@@ -83,7 +84,8 @@ def run(args: list[str] | None = None) -> object:
     except Exception as error:
         # A bad value or file (clsvit_lightning/errors.py) in one line, not inside jsonargparse's
         # wrapper with its traceback and config dump.
-        config_error = find_config_error(error)
+        # Dataset errors name the file and the expected layout: the traceback would add nothing.
+        config_error = find_config_error(error, (ConfigError, DatasetLayoutError, LabelError, CorruptImageError))
         if config_error is None:
             raise
         raise SystemExit(f"clsvit {argv[0]}: {config_error}") from None

@@ -14,12 +14,14 @@ class ConfigError(ValueError):
     """A bad option value or input file; the message names it and says what was expected."""
 
 
-def find_config_error(error: BaseException) -> ConfigError | None:
-    """The first :class:`ConfigError` in the cause/context chain of ``error`` (itself included)."""
+def find_config_error(
+    error: BaseException, kinds: tuple[type[BaseException], ...] = (ConfigError,)
+) -> BaseException | None:
+    """The first error of ``kinds`` (by default :class:`ConfigError`) in the cause/context chain of ``error``."""
     seen: set[int] = set()
     current: BaseException | None = error
     while current is not None and id(current) not in seen:
-        if isinstance(current, ConfigError):
+        if isinstance(current, kinds):
             return current
         seen.add(id(current))
         current = current.__cause__ or current.__context__

@@ -109,3 +109,9 @@ def test_a_missing_folder_is_named(tmp_path):
     data = ImageFolderDataModule(str(tmp_path / "nowhere"))
     with pytest.raises(FileNotFoundError, match="nowhere is not a folder"):
         data.setup("predict")
+
+
+def test_a_missing_folder_through_the_cli_is_one_line(folder_and_weights, tmp_path):
+    _, weights, _ = folder_and_weights
+    with pytest.raises(SystemExit, match=r"^clsvit predict: data.root .*nowhere is not a folder"):
+        run(predict_args(tmp_path / "nowhere", weights, tmp_path / "features", batch_size=2))
