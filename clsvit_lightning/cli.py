@@ -22,9 +22,7 @@ from clsvit_lightning.commands.sweep import sweep_main
 from clsvit_lightning.commands.sweep_run import sweep_run_main
 from clsvit_lightning.commands.synth import synth_main
 from clsvit_lightning.config_files import resolve_config_args
-from clsvit_lightning.data.io import CorruptImageError, DatasetLayoutError, LabelError
-from clsvit_lightning.errors import ConfigError, find_config_error
-from clsvit_lightning.training.cpu_allocator import keep_freed_memory
+from clsvit_lightning.cpu_allocator import keep_freed_memory
 
 PROJECT_COMMANDS: dict[str, Callable[[list[str]], object]] = {
     "summary": summary_main,
@@ -50,7 +48,7 @@ SUBCOMMANDS = tuple(LIGHTNING_COMMANDS)
 def main(args: list[str] | None = None) -> None:
     """Console entry point (``clsvit``)."""
     try:
-        keep_freed_memory()  # before any tensor exists; see training/cpu_allocator.py
+        keep_freed_memory()  # before any tensor exists; see clsvit_lightning/cpu_allocator.py
     except ValueError as error:  # a bad CLSVIT_MALLOC_TUNING value
         raise SystemExit(f"clsvit: {error}") from None
     try:
@@ -76,19 +74,9 @@ def run(args: list[str] | None = None) -> object:
         return PROJECT_COMMANDS[argv[0]](argv[1:])
     if argv[0] not in SUBCOMMANDS and not argv[0].startswith("-"):
         raise SystemExit(f"clsvit: unknown command {argv[0]!r}\n\n{usage()}")
-    try:
-        if args is None:  # from the console LightningCLI reads sys.argv itself (`args` as well would warn)
-            sys.argv[1:] = argv
-            return lightning_main(None)
-        return lightning_main(argv)
-    except Exception as error:
-        # A bad value or file (clsvit_lightning/errors.py) in one line, not inside jsonargparse's
-        # wrapper with its traceback and config dump.
-        # Dataset errors name the file and the expected layout: the traceback would add nothing.
-        config_error = find_config_error(error, (ConfigError, DatasetLayoutError, LabelError, CorruptImageError))
-        if config_error is None:
-            raise
-        raise SystemExit(f"clsvit {argv[0]}: {config_error}") from None
+    from clsvit_lightning.lightning_cli import run as run_lightning  # noqa: PLC0415 (keep `summary` light)
+
+    return run_lightning(None if args is None else argv)  # None: from the console, LightningCLI reads sys.argv
 
 
 def version() -> str:
@@ -120,12 +108,6 @@ def usage() -> str:
         *(f"  {name:<{width}}{first_line(function)}" for name, function in PROJECT_COMMANDS.items()),
     ]
     return "\n".join(lines)
-
-
-def lightning_main(argv: list[str] | None) -> object:
-    from clsvit_lightning.lightning_cli import lightning_main as main_  # noqa: PLC0415 (keep `summary` light)
-
-    return main_(argv)
 
 
 if __name__ == "__main__":

@@ -6,10 +6,14 @@ at the old lr (the advice of the non-finite-loss error could not work). Here the
 resume time win: the run logs every setting that differs from the checkpoint's, and refuses a
 change to what the checkpoint's weights fix (the backbone architecture and specialization, the head
 sizes: a task lists them in ``fixed_on_resume``) with one message naming each.
+
+:func:`run` is one such command in this process, as ``clsvit`` runs it: the console entry point
+(``cli.py``) and the study engine's in-process stages (``study/engine.py``) both call it.
 """
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +23,12 @@ from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
-from clsvit_lightning.errors import ConfigError
+from clsvit_lightning.callbacks.save_config import SaveConfigToLoggers
+from clsvit_lightning.config_files import resolve_config_args
+from clsvit_lightning.data.io import CorruptImageError, DatasetLayoutError, LabelError
+from clsvit_lightning.errors import ConfigError, find_config_error
 from clsvit_lightning.models.checkpoint import read_checkpoint
 from clsvit_lightning.models.specialization import Specialization
-from clsvit_lightning.ops.save_config import SaveConfigToLoggers
 
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
 # Backbone constructor arguments a checkpoint's weights fix (shapes, which parameters exist).
@@ -151,3 +157,29 @@ def lightning_main(argv: list[str] | None) -> ClsvitLightningCLI:
         parser_kwargs={"allow_abbrev": False, **{command: {"allow_abbrev": False} for command in SUBCOMMANDS}},
         args=argv,
     )
+
+
+def run(argv: list[str] | None = None) -> ClsvitLightningCLI:
+    """``clsvit fit|validate|test|predict ...`` in this process; ``None``: the command line (``sys.argv``).
+
+    Shipped config names resolve (``--config pretrain/dinov2``). A bad value or file ends in one line
+    (``SystemExit("clsvit fit: ...")``), not inside jsonargparse's wrapper with its traceback and
+    config dump; dataset errors name the file and the expected layout, so a traceback adds nothing.
+    """
+    console = argv is None
+    argv = list(sys.argv[1:] if console else argv)
+    command = argv[0] if argv else ""
+    try:
+        argv = resolve_config_args(argv)
+    except FileNotFoundError as error:
+        raise SystemExit(f"clsvit {command}: {error}") from None
+    try:
+        if console:  # LightningCLI then reads sys.argv itself (`args` as well would warn)
+            sys.argv[1:] = argv
+            return lightning_main(None)
+        return lightning_main(argv)
+    except Exception as error:
+        config_error = find_config_error(error, (ConfigError, DatasetLayoutError, LabelError, CorruptImageError))
+        if config_error is None:
+            raise
+        raise SystemExit(f"clsvit {command}: {config_error}") from None

@@ -31,15 +31,15 @@ def _finish_wandb_runs():
 
 
 # Tests that compare two code paths whose rounding depends on the CPU's kernels (compiled/eager,
-# bf16/fp32, DDP/one process, FSDP, fused/plain, sharded/one-process targets, separable/direct
+# bf16/fp32, DDP/one process, FSDP, in-place/out-of-place GELU, sharded/one-process targets, separable/direct
 # sliding window, warm start bit for bit). `.ci/run` runs them a second time under
 # `ATEN_CPU_CAPABILITY=avx2`, the kernels of a CPU without AVX-512: `pytest -m numerics`.
 NUMERICS_MODULES = {
-    "tests/speed/test_compile.py",
+    "tests/models/test_compile.py",
     "tests/speed/test_mixed_precision.py",
-    "tests/speed/test_fsdp.py",
+    "tests/distributed/test_fsdp.py",
     "tests/ops/test_ddp.py",
-    "tests/models/test_fused_residual.py",
+    "tests/models/test_specialized_layers.py",
     "tests/models/test_warm_start.py",
     "tests/evaluation/test_sliding_window.py",
     "tests/losses/test_teacher_targets.py",

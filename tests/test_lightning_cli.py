@@ -5,8 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from clsvit_lightning.cli import run
-from clsvit_lightning.lightning_cli import resume_differences
+from clsvit_lightning.lightning_cli import resume_differences, run
 
 REPO = Path(__file__).parents[1]
 TINY = ["--config", str(REPO / "tests/ops/tiny_pretrain.yaml")]

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from clsvit_lightning.analysis.image_plots import IMAGENET_MEAN, IMAGENET_STD
+from clsvit_lightning.data.transforms.tensors import IMAGENET_MEAN, IMAGENET_STD
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 

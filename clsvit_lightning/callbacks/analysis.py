@@ -21,7 +21,7 @@ import lightning.pytorch as pl
 from torch import Tensor, nn
 
 from clsvit_lightning.analysis import analyze_and_save, load_images
-from clsvit_lightning.ops.slurm_requeue import stopping_for_requeue
+from clsvit_lightning.callbacks.slurm_requeue import stopping_for_requeue
 
 
 def find_backbone(module: nn.Module, names: Sequence[str]) -> nn.Module:

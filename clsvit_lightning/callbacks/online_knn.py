@@ -21,11 +21,11 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Subset
 from torch.utils.data.distributed import DistributedSampler
 
+from clsvit_lightning.callbacks.slurm_requeue import stopping_for_requeue
 from clsvit_lightning.data.datasets.imagenet import ImageFolderDataset
 from clsvit_lightning.data.transforms.classification import classification_transform
 from clsvit_lightning.data.transforms.collate import collate_labelled
 from clsvit_lightning.evaluation.knn import knn_classify
-from clsvit_lightning.ops.slurm_requeue import stopping_for_requeue
 
 
 class _Indexed(Dataset):

@@ -13,11 +13,9 @@ from pathlib import Path
 
 from jsonargparse import ArgumentParser
 
-from clsvit_lightning.commands.synth import synth_main
-
 
 def demo_main(argv: list[str]) -> list:
-    from clsvit_lightning.study.pipeline import StudySettings, run_one  # noqa: PLC0415 (fast --help)
+    from clsvit_lightning.study.pipeline import StudySettings, run_one, write_synthetic_data  # noqa: PLC0415 (fast --help)
     from clsvit_lightning.study.report import markdown_table, write_report  # noqa: PLC0415
 
     parser = ArgumentParser(prog="clsvit demo", description=__doc__)
@@ -33,10 +31,7 @@ def demo_main(argv: list[str]) -> list:
     parser.add_argument("--progress_bar", type=bool, default=True)
     cfg = parser.parse_args(argv)
     start = time.time()
-    if not (Path(cfg.data_root) / "imagenet").is_dir() or not (Path(cfg.data_root) / "ade20k").is_dir():
-        synth_main(
-            ["--out", cfg.data_root, "--kind", "all", "--num_train", str(cfg.num_train), "--num_val", str(cfg.num_val)]
-        )
+    write_synthetic_data(cfg.data_root, cfg.num_train, cfg.num_val)
     settings = StudySettings(
         data_root=cfg.data_root,
         out=cfg.out,

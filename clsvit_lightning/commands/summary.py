@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from jsonargparse import ArgumentParser
 
-from clsvit_lightning.models import SIZES, Specialization
+from clsvit_lightning.models import SIZES, Specialization, count_flops_per_image, count_parameters
 
 
 def backbone_table(
@@ -23,7 +23,7 @@ def backbone_table(
                     model = SIZES[size](
                         patch_size=patch_size, specialization=spec, num_registers=num_registers, img_size=resolution
                     )
-                count = model.parameter_count()
+                count = count_parameters(model)
                 rows.append(
                     {
                         "model": f"vit_{size}/{patch_size}",
@@ -33,7 +33,7 @@ def backbone_table(
                         "params_M": count.total / 1e6,
                         "unspecialized_M": count.unspecialized / 1e6,
                         "overhead_pct": 100 * count.overhead,
-                        "gflops": model.flops_per_image() / 1e9,
+                        "gflops": count_flops_per_image(model) / 1e9,
                     }
                 )
     return rows

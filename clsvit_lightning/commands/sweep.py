@@ -45,7 +45,7 @@ def build_parser() -> ArgumentParser:
 
 def sweep_main(argv: list[str]) -> list[dict[str, object]]:
     from clsvit_lightning.ops.sweep_config import SweepConfigError, load_sweep  # noqa: PLC0415 (keep --help light)
-    from clsvit_lightning.ops.sweep_runner import collect, plan_sweep, run_sweep  # noqa: PLC0415
+    from clsvit_lightning.study.sweep import collect, plan_sweep, run_sweep  # noqa: PLC0415
 
     parser = build_parser()
     cfg = parser.parse_args(argv)

@@ -5,8 +5,8 @@
         --model.backbone.specialization=paper --data.root=/datasets/imagenet --probe.data.root=/datasets/ade20k
 
 What a W&B sweep's ``command:`` runs (``experiments/sweeps/specialization.yaml``): ``wandb agent``
-appends the combination as ``--key=value`` (``${args}``). Three stages, each a subprocess
-(``ops/sweep_runner.py``, the same stages as ``clsvit sweep`` runs locally):
+appends the combination as ``--key=value`` (``${args}``). Three stages, each a subprocess of the
+study engine (``study/engine.py``, ``study/sweep.py``: the same stages as ``clsvit sweep`` runs locally):
 
 1. ``pretrain``: ``clsvit fit`` with every argument that is not one of the options below (configs,
    overrides, the sweep's parameters). With the W&B overlay it logs to the agent's run
@@ -44,14 +44,8 @@ def default_run_dir(argv: list[str], environ: dict[str, str] | None = None) -> P
 
 
 def sweep_run_main(argv: list[str]) -> dict[str, object]:
-    from clsvit_lightning.ops.sweep_runner import (  # noqa: PLC0415 (keep `clsvit --help` light)
-        CLSVIT,
-        SweepRun,
-        backbone_args,
-        parse_sweep_run_args,
-        plan_stages,
-        run_one,
-    )
+    from clsvit_lightning.study.engine import CLSVIT, Run, run_stages  # noqa: PLC0415 (keep `clsvit --help` light)
+    from clsvit_lightning.study.sweep import backbone_args, parse_sweep_run_args, plan_stages  # noqa: PLC0415
 
     try:
         parsed = parse_sweep_run_args(argv)
@@ -70,13 +64,13 @@ def sweep_run_main(argv: list[str]) -> dict[str, object]:
         parsed.probe_args,
     )  # fmt: skip
     params = dict(a[2:].split("=", 1) for a in argv if a.startswith("--") and "=" in a)
-    run = SweepRun(0, run_dir.name, params, run_dir, stages, env=env)
+    run = Run(0, run_dir.name, params, run_dir, stages, env=env)
     if parsed.dry_run:
         for stage, command in stages.items():
             print(f"# [{stage}] {' '.join(f'{k}={v}' for k, v in env.get(stage, {}).items())}\n{shlex.join(command)}")
         return {"run_dir": str(run_dir), "stages": stages, "status": "dry run"}
     print(f"clsvit sweep-run: stages {', '.join(stages)} in {run_dir}", flush=True)
-    run_one(run, dict(os.environ))
+    run_stages(run, environ=dict(os.environ))
     print(f"clsvit sweep-run: {run.status}", flush=True)
     for stage in stages:  # the agent shows the process output: end with the failed stage's log
         log = run_dir / f"{stage}.log"

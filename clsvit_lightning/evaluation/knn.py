@@ -3,6 +3,8 @@
 For a query ``q`` with its ``k`` most similar training features ``x_j`` (cosine similarity
 ``s_j``) of labels ``y_j``, the score of class ``c`` is ``sum_j [y_j = c] * exp(s_j / T)``; the
 prediction ranks classes by score. DINOv2 uses k in {10, 20, 100, 200} and ``T = 0.07``.
+A memory bank sharded over ranks gives one top-k list per shard; :func:`merge_neighbours` keeps the
+global top-k of those lists, on which :func:`weighted_vote` gives the same scores.
 """
 
 from __future__ import annotations
@@ -30,6 +32,20 @@ class KNNResult:
         }
 
 
+def weighted_vote(similarities: Tensor, labels: Tensor, num_classes: int, temperature: float) -> Tensor:
+    """Class scores ``[Q, C]``: ``sum_j [y_j = c] exp(s_j / T)`` over the given neighbours ``[Q, k]``."""
+    scores = torch.zeros(len(similarities), num_classes, device=similarities.device)
+    return scores.scatter_add_(1, labels, (similarities / temperature).exp())
+
+
+def merge_neighbours(similarities: Tensor, labels: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """Global top-``k`` from per-shard top-k lists ``[S, Q, k']`` -> similarities and labels ``[Q, k]``."""
+    similarities = similarities.permute(1, 0, 2).flatten(1)  # [Q, S * k']
+    labels = labels.permute(1, 0, 2).flatten(1)
+    top = similarities.topk(k, dim=1)
+    return top.values, labels.gather(1, top.indices)
+
+
 def knn_scores(
     train_features: Tensor,
     train_labels: Tensor,
@@ -54,9 +70,7 @@ def knn_scores(
     scores = []
     for queries in F.normalize(query_features.float(), dim=1).split(chunk_size):
         similarity, index = (queries @ train.T).topk(k, dim=1)  # [q, k]
-        weights = (similarity / temperature).exp()
-        votes = torch.zeros(len(queries), num_classes, device=queries.device)
-        scores.append(votes.scatter_add_(1, train_labels[index], weights))  # [q, C]
+        scores.append(weighted_vote(similarity, train_labels[index], num_classes, temperature))  # [q, C]
     return torch.cat(scores)
 
 

@@ -12,7 +12,7 @@ image by ``s``, infer, resize the logits back, take the softmax; the output is t
 probabilities (so the argmax is the prediction; averaging probabilities, not logits, as mmseg).
 
 Separable fast path. A predictor that upsamples its outputs bilinearly at the end (every dense head
-here: :class:`~clsvit_lightning.tasks.dense_heads.DensePredictor`) can expose
+here: :class:`~clsvit_lightning.models.heads.DensePredictor`) can expose
 ``low_resolution(images) -> (outputs [B, K, h, w], rows [H, h], cols [W, w])`` with
 ``predict(images) == rows @ outputs @ cols.T`` per channel. The window average above is then
 

@@ -2,7 +2,12 @@
 
 Kozachenko-Leonenko differential-entropy estimator as a loss (Sablayrolles et al. 2019, "Spreading
 vectors for similarity search"), used by DINOv2 (Oquab et al. 2023) on the student's pre-head [CLS]
-features of each global view separately.
+features, one global crop at a time (``dinov2/train/ssl_meta_arch.py``)::
+
+    koleo_term = koleo_loss_weight * sum(KoLeoLoss()(student_cls[crop]) for crop in global_crops)
+
+a sum, not a mean: each of the 2 global crops adds ``koleo_loss_weight`` (0.1) times its loss. One
+call of this module is one crop's term (``DINOv2Pretraining.compute_losses`` does the sum).
 """
 
 from __future__ import annotations
@@ -21,8 +26,8 @@ class KoLeoLoss(nn.Module):
 
     The distance is ``nn.PairwiseDistance(p=2, eps=eps)``, which adds ``eps`` inside the norm, exactly
     as DINOv2 computes it. The neighbour search carries no gradient; the distance does. The batch is
-    the local one (not gathered across ranks); apply it per global view so that two views of one image
-    are never each other's neighbour.
+    the local one (not gathered across ranks). ``features`` are one crop's: with both global crops in
+    one batch, two crops of one image would be each other's nearest neighbour.
     """
 
     def __init__(self, eps: float = 1e-8) -> None:

@@ -1,15 +1,18 @@
-"""Parameter overhead and FLOPs of a (specialized) backbone."""
+"""Parameter overhead and FLOPs of a (specialized) backbone: functions of the model.
+
+``count_parameters(model)``, ``count_flops_per_image(model)`` and
+``count_training_flops_per_image(model, batch_size)`` read a built :class:`VisionTransformer`; the
+model itself knows nothing of them.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-if TYPE_CHECKING:
-    from clsvit_lightning.models.vision_transformer import VisionTransformer
+from clsvit_lightning.models.vision_transformer import VisionTransformer
 
 
 @dataclass(frozen=True)
@@ -33,34 +36,39 @@ def count_parameters(model: torch.nn.Module) -> ParameterCount:
     return ParameterCount(total=total, unspecialized=total - extra)
 
 
-def _addmm_flops(self_shape, a_shape, b_shape, *args, **kwargs) -> int:  # noqa: ANN001, ANN002, ANN003
-    """``out.addmm_(a, b)``: ``[n, k] @ [k, m]``, 2 FLOPs per multiply-add (shapes, as FlopCounterMode passes them)."""
-    (n, k), (_, m) = a_shape, b_shape
-    return 2 * n * k * m
-
-
-def _baddbmm_flops(self_shape, a_shape, b_shape, *args, **kwargs) -> int:  # noqa: ANN001, ANN002, ANN003
-    """``out.baddbmm_(a, b)``: ``[B, n, k] @ [B, k, m]``."""
-    (batch, n, k), (_, _, m) = a_shape, b_shape
-    return 2 * batch * n * k * m
-
-
 def count_flops_per_image(model: VisionTransformer, img_size: int | tuple[int, int] | None = None) -> int:
-    """Forward FLOPs of one image, counted by ``FlopCounterMode`` on a meta-device copy.
+    """Forward FLOPs of one image (a multiply-add counts 2), counted by ``FlopCounterMode`` on a meta-device copy.
 
     Only matmuls, convolutions and attention are counted (norms and elementwise ops are not),
-    which is the usual convention of FLOP tables.
+    which is the usual convention of FLOP tables. ``img_size``: default the model's.
     """
-    from clsvit_lightning.models.vision_transformer import VisionTransformer  # noqa: PLC0415 (cycle)
-
     size = img_size if img_size is not None else model.config["img_size"]
     height, width = (size, size) if isinstance(size, int) else size
     with torch.device("meta"):
         meta_model = VisionTransformer(**model.config).eval()
         images = torch.empty(1, model.config["in_chans"], height, width)
-    # The blocks accumulate their output GEMMs into the residual in place (`Block._residual_linear`);
-    # FlopCounterMode only knows the out-of-place ops, so the in-place ones get the same formulas.
-    in_place = {torch.ops.aten.addmm_: _addmm_flops, torch.ops.aten.baddbmm_: _baddbmm_flops}
-    with FlopCounterMode(display=False, custom_mapping=in_place) as counter, torch.no_grad():
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
         meta_model.forward_features(images)
     return int(counter.get_total_flops())
+
+
+def count_training_flops_per_image(
+    model: VisionTransformer,
+    batch_size: int,
+    img_size: int | tuple[int, int] | None = None,
+    forward_flops: float | None = None,
+) -> float:
+    """Forward FLOPs per image of a training batch of ``batch_size`` images.
+
+    Batch-subset stochastic depth runs each block's branches on ``max(int(B * (1 - rate)), 1)`` of
+    the ``B`` images, so those blocks count that fraction of their FLOPs (the patch embedding
+    always runs on all of them). ``forward_flops``: :func:`count_flops_per_image` at this size, if
+    the caller already counted it.
+    """
+    size = img_size if img_size is not None else model.config["img_size"]
+    height, width = (size, size) if isinstance(size, int) else size
+    total = count_flops_per_image(model, (height, width)) if forward_flops is None else forward_flops
+    embed = 2 * (height // model.patch_size) * (width // model.patch_size) * model.patch_embed.proj.weight[0].numel()
+    embed *= model.embed_dim
+    per_block = (total - embed) / model.depth
+    return embed + per_block * sum(block.work_fraction(batch_size) for block in model.blocks)

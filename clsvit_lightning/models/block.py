@@ -8,14 +8,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from clsvit_lightning.models.token_ops import (
+from clsvit_lightning.models.specialized_layers import (
     LayerScale,
     TokenIdentity,
     TokenLayerNorm,
     TokenLinear,
     TokenMlp,
     TokenPair,
-    autocast_enabled,
     drop_path,
 )
 
@@ -34,14 +33,17 @@ class Attention(nn.Module):
         qkv_bias: bool = True,
         specialize_qkv: bool = False,
         specialize_proj: bool = False,
+        prefix_path_tokens: int | None = None,
     ) -> None:
         super().__init__()
         if dim % num_heads:
             raise ValueError(f"embed_dim {dim} must be divisible by num_heads {num_heads}")
         self.num_heads = num_heads
         self.head_dim = dim // num_heads
-        self.qkv = TokenLinear(dim, 3 * dim, bias=qkv_bias, specialized=specialize_qkv)
-        self.proj = TokenLinear(dim, dim, specialized=specialize_proj)
+        self.qkv = TokenLinear(
+            dim, 3 * dim, bias=qkv_bias, specialized=specialize_qkv, prefix_path_tokens=prefix_path_tokens
+        )
+        self.proj = TokenLinear(dim, dim, specialized=specialize_proj, prefix_path_tokens=prefix_path_tokens)
 
     def _joint_qkv(self, prefix: Tensor, patches: Tensor) -> Tensor:
         """Queries, keys and values of all tokens: ``[3, B, heads, P + N, head_dim]``."""
@@ -59,17 +61,13 @@ class Attention(nn.Module):
             dim=3,
         )
 
-    def forward(self, prefix: Tensor, patches: Tensor, project: bool = True) -> TokenPair:
-        """Attention of both groups; ``project=False`` stops before ``proj`` (see :meth:`mix`)."""
-        mixed = self.mix(prefix, patches)
-        return self.proj(*mixed) if project else mixed
-
-    def mix(self, prefix: Tensor, patches: Tensor) -> TokenPair:
-        """Attention before ``proj``: ``([B, P, D], [B, N, D])``, the patch part a strided view."""
+    def forward(self, prefix: Tensor, patches: Tensor) -> TokenPair:
         batch, num_prefix, dim = prefix.shape
         q, k, v = self._joint_qkv(prefix, patches)
         out = F.scaled_dot_product_attention(q, k, v).transpose(1, 2)  # [B, T, heads, head_dim]
-        return out[:, :num_prefix].reshape(batch, num_prefix, dim), out[:, num_prefix:].reshape(batch, -1, dim)
+        mixed_prefix = out[:, :num_prefix].reshape(batch, num_prefix, dim)  # [B, P, D]
+        mixed_patches = out[:, num_prefix:].reshape(batch, -1, dim)  # [B, N, D]
+        return self.proj(mixed_prefix, mixed_patches)
 
     def attention_probs(self, prefix: Tensor, patches: Tensor) -> Tensor:
         """The softmax attention matrix ``[B, heads, T, T]`` (for analysis; not used in training)."""
@@ -82,19 +80,10 @@ class Block(nn.Module):
 
     Stochastic depth is a per-sample mask (``drop_path``), or with ``batch_subset`` DINOv2's
     batch-subset residual (:meth:`_subset_residual`), which skips the dropped samples' compute.
-    ``specialized`` holds the names of the components (``norm1``, ``qkv``, ``proj``, ``ls1``,
-    ``norm2``, ``mlp``, ``ls2``) that get a separate prefix-token path in this block.
-
-    With ``fused_residual`` (default), in eager mode, outside autocast and without drop path
-    (evaluation, or ``drop_path_rate=0``), the patch group computes ``x + gamma * (h @ W.T + b)`` of
-    ``proj`` and ``fc2`` as one GEMM accumulating into ``x + gamma * b``, ``gamma`` folded into ``W``:
-    one pass over the tokens besides the GEMM instead of three (bias copy, LayerScale, residual
-    add); 1-3 % of the forward (``experiments/benchmarks/backbone.py`` compares both). Vanilla and
-    specialized blocks take the same path, so a warm-started specialized model still reproduces the
-    vanilla one bit for bit.
+    ``specialized`` holds the components (names from ``specialization.COMPONENTS``) that get a
+    separate prefix-token path in this block; ``prefix_path_tokens`` goes to their layers (see
+    ``specialized_layers.py``).
     """
-
-    fused_residual: bool = True
 
     def __init__(
         self,
@@ -106,93 +95,39 @@ class Block(nn.Module):
         drop_path_rate: float = 0.0,
         batch_subset: bool = False,
         specialized: Collection[str] = (),
+        prefix_path_tokens: int | None = None,
     ) -> None:
         super().__init__()
         self.specialized = frozenset(specialized)
         self.drop_path_rate = drop_path_rate
         self.batch_subset = batch_subset and drop_path_rate > 0
-        self.norm1 = TokenLayerNorm(dim, specialized="norm1" in self.specialized)
+        self.norm1 = TokenLayerNorm(dim, specialized="norm1" in self.specialized, prefix_path_tokens=prefix_path_tokens)
         self.attn = Attention(
             dim,
             num_heads,
             qkv_bias=qkv_bias,
             specialize_qkv="qkv" in self.specialized,
             specialize_proj="proj" in self.specialized,
+            prefix_path_tokens=prefix_path_tokens,
         )
-        self.ls1 = self._layer_scale(dim, layerscale_init, "ls1")
-        self.norm2 = TokenLayerNorm(dim, specialized="norm2" in self.specialized)
-        self.mlp = TokenMlp(dim, int(dim * mlp_ratio), specialized="mlp" in self.specialized)
-        self.ls2 = self._layer_scale(dim, layerscale_init, "ls2")
+        self.ls1 = self._layer_scale(dim, layerscale_init, "ls1", prefix_path_tokens)
+        self.norm2 = TokenLayerNorm(dim, specialized="norm2" in self.specialized, prefix_path_tokens=prefix_path_tokens)
+        self.mlp = TokenMlp(
+            dim, int(dim * mlp_ratio), specialized="mlp" in self.specialized, prefix_path_tokens=prefix_path_tokens
+        )
+        self.ls2 = self._layer_scale(dim, layerscale_init, "ls2", prefix_path_tokens)
 
-    def _layer_scale(self, dim: int, init: float | None, name: str) -> nn.Module:
+    def _layer_scale(self, dim: int, init: float | None, name: str, prefix_path_tokens: int | None) -> nn.Module:
         if not init:  # None or 0: no LayerScale (DINOv2: `LayerScale(...) if init_values else nn.Identity()`)
             return TokenIdentity()
-        return LayerScale(dim, init, specialized=name in self.specialized)
+        return LayerScale(dim, init, specialized=name in self.specialized, prefix_path_tokens=prefix_path_tokens)
 
     def forward(self, prefix: Tensor, patches: Tensor) -> TokenPair:
-        # The in-place GEMM is outside autocast's op list: under mixed precision the plain path runs.
-        # Compiled, too: inductor fuses bias, LayerScale and residual into one kernel after a plain
-        # mm (training/compile.py), which beats a GEMM accumulating into a copied residual.
         if self.training and self.batch_subset:
             prefix, patches = self._subset_residual(prefix, patches, self._attention_branch)
             return self._subset_residual(prefix, patches, self._mlp_branch)
-        fused = self.fused_residual and not autocast_enabled(patches) and not torch.compiler.is_compiling()
-        if not fused or (self.training and self.drop_path_rate > 0) or not self._parts_run_as_plain_modules():
-            prefix, patches = self._add_residual(prefix, patches, self._attention_branch(prefix, patches))
-            return self._add_residual(prefix, patches, self._mlp_branch(prefix, patches))
-        # Through the modules' __call__ (project=False), so that the norms' hooks and attn's pre-hooks
-        # (the analysis) still fire.
-        mixed = self.attn(*self.norm1(prefix, patches), project=False)
-        prefix, patches = self._residual_linear(prefix, patches, mixed, self.attn.proj, self.ls1)
-        hidden = self.mlp(*self.norm2(prefix, patches), project=False)
-        return self._residual_linear(prefix, patches, hidden, self.mlp.fc2, self.ls2)
-
-    def _parts_run_as_plain_modules(self) -> bool:
-        """Whether the fused path computes exactly what calling each part as a module would.
-
-        It reads ``proj``/``fc2`` and LayerScale's parameters instead of calling them, and stops
-        ``attn``/``mlp`` before their projection: so it steps aside for forward and backward hooks
-        on ``attn`` or ``mlp`` (they would see the pre-projection tensors), any hook on ``proj``,
-        ``fc2``, ``ls1``, ``ls2``, global module hooks, and replaced (wrapped, adapted) parts.
-        """
-        module_hooks = torch.nn.modules.module
-        global_hooks = (
-            module_hooks._global_forward_hooks, module_hooks._global_forward_pre_hooks,
-            module_hooks._global_backward_hooks, module_hooks._global_backward_pre_hooks,
-        )  # fmt: skip
-        if any(global_hooks):
-            return False
-
-        def hooked(module: nn.Module, pre: bool) -> bool:
-            hooks = [module._forward_hooks, module._backward_hooks, module._backward_pre_hooks]
-            return any(hooks + ([module._forward_pre_hooks] if pre else []))
-
-        if hooked(self.attn, pre=False) or hooked(self.mlp, pre=False):  # their pre-hooks see the same inputs
-            return False
-        if any(hooked(part, pre=True) for part in (self.attn.proj, self.mlp.fc2, self.ls1, self.ls2)):
-            return False
-        return (
-            type(self.attn.proj) is TokenLinear
-            and type(self.mlp.fc2) is TokenLinear
-            and all(type(scale) in (LayerScale, TokenIdentity) for scale in (self.ls1, self.ls2))
-        )
-
-    @staticmethod
-    def _residual_linear(
-        prefix: Tensor, patches: Tensor, inputs: TokenPair, linear: TokenLinear, scale: nn.Module
-    ) -> TokenPair:
-        """``(prefix, patches) + scale(linear(inputs))``, the patch group as one in-place GEMM."""
-        prefix = prefix + scale.forward_prefix(linear.forward_prefix(inputs[0]))  # [B, P, D]: tiny
-        weight, bias = linear.weight, linear.bias  # patches always take the shared parameters
-        if isinstance(scale, LayerScale):
-            weight, bias = weight * scale.gamma[:, None], None if bias is None else bias * scale.gamma
-        out = patches + bias if bias is not None else patches.clone()  # [B, N, D], a fresh tensor
-        hidden = inputs[1]  # [B, N, C]
-        if hidden.is_contiguous() and out.is_contiguous():
-            out.view(-1, out.shape[-1]).addmm_(hidden.view(-1, hidden.shape[-1]), weight.t())
-        else:  # strided views (the attention output; the first block's input): batched GEMM, no copy
-            out.baddbmm_(hidden, weight.t().expand(hidden.shape[0], *weight.t().shape))
-        return prefix, out
+        prefix, patches = self._add_residual(prefix, patches, self._attention_branch(prefix, patches))
+        return self._add_residual(prefix, patches, self._mlp_branch(prefix, patches))
 
     def _attention_branch(self, prefix: Tensor, patches: Tensor) -> TokenPair:
         return self.ls1(*self.attn(*self.norm1(prefix, patches)))

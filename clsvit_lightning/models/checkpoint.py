@@ -2,6 +2,8 @@
 
 Our key names are DINOv2's, so most of the work is unwrapping and renaming:
 
+* transformers' DINOv2 (a model folder, its ``model.safetensors``, or its names):
+  ``formats/hf_dinov2.py`` maps the names, joins ``query``/``key``/``value`` into ``qkv``;
 * wrappers: ``{"teacher": ...}``, ``{"model": ...}``, ``{"state_dict": ...}``; key prefixes
   ``module.`` and ``backbone.`` (heads such as ``dino_head.*`` beside ``backbone.*`` are dropped);
   Lightning checkpoints of this project's pretraining (``teacher.backbone.*``: the teacher);
@@ -31,6 +33,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from clsvit_lightning.errors import ConfigError
+from clsvit_lightning.models.formats.hf_dinov2 import hf_to_dinov2, is_hf_layout
+from clsvit_lightning.models.formats.sources import read_weights
 from clsvit_lightning.models.vision_transformer import VisionTransformer
 
 _WRAPPERS = ("teacher", "model", "state_dict")
@@ -63,15 +67,24 @@ class LoadReport:
 
 
 def load_pretrained(
-    model: VisionTransformer, path_or_state_dict: str | os.PathLike | Mapping[str, Tensor]
+    model: VisionTransformer,
+    path_or_state_dict: str | os.PathLike | Mapping[str, Tensor],
+    source: str | None = None,
 ) -> LoadReport:
-    """Load DINOv2/timm/own weights into ``model`` in place and report what was adapted."""
+    """Load DINOv2/timm/transformers/own weights into ``model`` in place and report what was adapted.
+
+    A path may also be a ``.safetensors`` file or a Hugging Face DINOv2 folder (``config.json`` +
+    ``model.safetensors``); ``source`` names a given state dict in error messages.
+    """
     if isinstance(path_or_state_dict, Mapping):
-        source, raw = "<state dict>", path_or_state_dict
+        source, raw = source or "<state dict>", path_or_state_dict
     else:
-        source, raw = str(path_or_state_dict), read_checkpoint(path_or_state_dict)
+        source, raw = source or str(path_or_state_dict), read_weights(path_or_state_dict)
     report = LoadReport(source=source)
     state = _unwrap(raw, report)
+    if is_hf_layout(state):  # transformers' DINOv2 names
+        state, dropped = hf_to_dinov2(state)
+        report.dropped += dropped
     state = _to_dinov2_names(state, model, report)
     expected = model.state_dict()
     _check_keys(state, expected, model, report)

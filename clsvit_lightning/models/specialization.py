@@ -15,6 +15,10 @@ plus whether the final norm is split. It has three equivalent spellings:
 Block selectors: ``none``, ``all``, ``first_quarter``, ``first_third``, ``first_half``,
 ``last_half``, an index ``5``, an inclusive range ``0-3``, or a list mixing both
 (``"0-3,8"`` or ``[0, 1, 2, 8]``). Fractions round down: ``first_third`` of 12 blocks is 0-3.
+
+This module only decides *where*. The layers that hold a prefix path beside the patch path (the
+[CLS] LayerNorm, linear maps, LayerScale) are in ``specialized_layers.py``; ``Block`` builds each
+component specialized or not as :meth:`Specialization.for_block` says.
 """
 
 from __future__ import annotations
@@ -25,8 +29,6 @@ from dataclasses import dataclass
 from typing import Literal
 
 from clsvit_lightning.errors import ConfigError
-
-COMPONENTS = ("norm1", "qkv", "proj", "ls1", "norm2", "mlp", "ls2")
 
 Selector = str | int | list[int]
 
@@ -49,7 +51,11 @@ _FINAL_NORM_VALUES = {"true": True, "false": False}
 
 @dataclass(frozen=True)
 class Specialization:
-    """Per-component block selectors, the final-norm switch and the route of register tokens."""
+    """Per-component block selectors, the final-norm switch and the route of register tokens.
+
+    The selector fields are the specializable components of a block, in forward order; they are
+    :data:`COMPONENTS`.
+    """
 
     norm1: Selector = "none"
     qkv: Selector = "none"
@@ -179,6 +185,10 @@ class Specialization:
         if self.registers_path != "cls":
             clauses.append(f"registers_path:{self.registers_path}")
         return ";".join(clauses) or "vanilla"
+
+
+# The specializable components of a block, in forward order: the selector fields of `Specialization`.
+COMPONENTS = tuple(f.name for f in dataclasses.fields(Specialization) if f.name not in ("final_norm", "registers_path"))
 
 
 def _parse_selector(selector: Selector, depth: int | None, component: str) -> frozenset[int]:

@@ -2,7 +2,7 @@
 
 Token sequence: ``[CLS, R registers, N patches]``; the registers get no positional embedding.
 Inside the blocks the sequence travels as a pair ``(prefix [B, 1 + R, D], patches [B, N, D])``
-(see ``token_ops``). With ``registers_path="cls"`` (default) the registers take the [CLS]
+(see ``specialized_layers``). With ``registers_path="cls"`` (default) the registers take the [CLS]
 parameters of specialized components; with ``registers_path="patch"`` they take the patch ones.
 State-dict keys are DINOv2's (``cls_token``, ``register_tokens``, ``pos_embed``, ``mask_token``,
 ``patch_embed.proj``, ``blocks.{i}.{norm1,attn.qkv,attn.proj,ls1.gamma,...}``, ``norm``), with
@@ -20,10 +20,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from clsvit_lightning.models.accounting import ParameterCount
 from clsvit_lightning.models.block import Block
 from clsvit_lightning.models.specialization import Specialization
-from clsvit_lightning.models.token_ops import TokenLayerNorm, _PrefixParameters
+from clsvit_lightning.models.specialized_layers import TokenLayerNorm, _PrefixParameters
 
 
 class PatchEmbed(nn.Module):
@@ -94,6 +93,9 @@ class VisionTransformer(nn.Module):
         self.num_prefix_tokens = 1 + num_registers  # tokens before the patches in the sequence
         # How many leading tokens take the prefix parameters: [CLS] and the registers, or [CLS] alone.
         self.num_prefix_path_tokens = 1 + (num_registers if self.spec.registers_path == "cls" else 0)
+        # What the specialized layers are told: None when the whole prefix group takes the prefix path.
+        routed = self.num_prefix_path_tokens < self.num_prefix_tokens
+        prefix_path_tokens = self.num_prefix_path_tokens if routed else None
         self.interpolate_offset = interpolate_offset
         self.interpolate_antialias = interpolate_antialias
         # Recompute each block's activations in the backward pass instead of storing them.
@@ -118,14 +120,11 @@ class VisionTransformer(nn.Module):
                 # DINOv2 trains through its nested-list path: each branch on a random subset of the batch.
                 batch_subset=stochastic_depth == "dinov2",
                 specialized=self.spec.for_block(i, depth),
+                prefix_path_tokens=prefix_path_tokens,
             )
             for i in range(depth)
         )
-        self.norm = TokenLayerNorm(embed_dim, specialized=self.spec.final_norm)
-        if self.num_prefix_path_tokens < self.num_prefix_tokens:
-            for module in self.modules():
-                if isinstance(module, _PrefixParameters):
-                    module.prefix_path_tokens = self.num_prefix_path_tokens
+        self.norm = TokenLayerNorm(embed_dim, specialized=self.spec.final_norm, prefix_path_tokens=prefix_path_tokens)
         self.init_weights()
 
     def init_weights(self) -> None:
@@ -256,36 +255,6 @@ class VisionTransformer(nn.Module):
                 patch_tokens = patch_tokens.reshape(images.shape[0], height, width, -1).permute(0, 3, 1, 2).contiguous()
             outputs.append((patch_tokens, cls) if return_class_token else patch_tokens)
         return tuple(outputs)
-
-    # -------------------------------------------------------------- accounting
-    def parameter_count(self) -> ParameterCount:
-        """Total parameters, those of the same model unspecialized, and the overhead ratio."""
-        from clsvit_lightning.models.accounting import count_parameters  # noqa: PLC0415 (cycle)
-
-        return count_parameters(self)
-
-    def flops_per_image(self, img_size: int | tuple[int, int] | None = None) -> int:
-        """Forward FLOPs for one image (multiply-add = 2 FLOPs), counted on the meta device."""
-        from clsvit_lightning.models.accounting import count_flops_per_image  # noqa: PLC0415 (cycle)
-
-        return count_flops_per_image(self, img_size)
-
-    def training_flops_per_image(
-        self, batch_size: int, img_size: int | tuple[int, int] | None = None, forward_flops: float | None = None
-    ) -> float:
-        """Forward FLOPs per image of a training batch: batch-subset stochastic depth runs each
-        block's branches on ``max(int(B * (1 - rate)), 1)`` of the ``B`` images, so those blocks count
-        that fraction of their FLOPs (the patch embedding always runs on all of them).
-
-        ``forward_flops``: :meth:`flops_per_image` at this size, if the caller already counted it.
-        """
-        size = img_size if img_size is not None else self.config["img_size"]
-        height, width = (size, size) if isinstance(size, int) else size
-        total = self.flops_per_image((height, width)) if forward_flops is None else forward_flops
-        embed = 2 * (height // self.patch_size) * (width // self.patch_size) * self.patch_embed.proj.weight[0].numel()
-        embed *= self.embed_dim
-        per_block = (total - embed) / self.depth
-        return embed + per_block * sum(block.work_fraction(batch_size) for block in self.blocks)
 
 
 # Size presets (DINOv2 dims/depths/heads; MLP ratio 4 throughout, giant included).

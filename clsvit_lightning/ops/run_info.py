@@ -9,6 +9,7 @@ from typing import Any
 
 from torch import nn
 
+from clsvit_lightning.models.accounting import count_flops_per_image, count_parameters
 from clsvit_lightning.models.specialization import PRESETS, Specialization
 from clsvit_lightning.models.vision_transformer import VisionTransformer
 
@@ -48,7 +49,7 @@ def describe_backbone(backbone: VisionTransformer) -> dict[str, Any]:
     spec = specialization_label(backbone)
     registers = int(config.get("num_registers", 0))
     name = f"{model}-{spec}" + (f"-reg{registers}" if registers else "")
-    count = backbone.parameter_count()
+    count = count_parameters(backbone)
     return {
         "name": name,
         "tags": [model, f"size:{size}", f"spec:{spec}", f"registers:{registers}"],
@@ -56,6 +57,6 @@ def describe_backbone(backbone: VisionTransformer) -> dict[str, Any]:
             "backbone/params_total": float(count.total),
             "backbone/params_overhead": float(count.overhead),
             "backbone/params_overhead_pct": 100.0 * count.overhead,
-            "backbone/gflops_per_image": backbone.flops_per_image() / 1e9,
+            "backbone/gflops_per_image": count_flops_per_image(backbone) / 1e9,
         },
     }

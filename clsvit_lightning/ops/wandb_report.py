@@ -25,14 +25,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from clsvit_lightning.ops.results import RESULTS_NAME
+from clsvit_lightning.ops.results import RESULTS_NAME, read_results
 
 PRETRAIN_PREFIXES = ("online_knn/", "backbone/")
-
-
-def _results(folder: Path) -> dict[str, Any]:
-    path = folder / RESULTS_NAME
-    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def _finite(metrics: dict[str, Any]) -> dict[str, float]:
@@ -42,7 +37,7 @@ def _finite(metrics: dict[str, Any]) -> dict[str, float]:
 def report_metrics(run_dir: str | Path) -> dict[str, Any]:
     """What the report logs: probe ``val/*`` as is, other probe metrics as ``probe/*``, pretraining k-NN/overhead."""
     run_dir = Path(run_dir)
-    pretrain, probe = _results(run_dir / "pretrain"), _results(run_dir / "probe")
+    pretrain, probe = read_results(run_dir / "pretrain"), read_results(run_dir / "probe")
     if not probe:
         raise FileNotFoundError(f"no {RESULTS_NAME} in {run_dir / 'probe'}: the probe stage did not finish")
     metrics: dict[str, Any] = {}
@@ -60,7 +55,7 @@ def report_metrics(run_dir: str | Path) -> dict[str, Any]:
 def report(run_dir: str | Path) -> dict[str, Any]:
     """Resume the pretraining's W&B run and log :func:`report_metrics`; returns what was logged (or ``{}``)."""
     run_dir = Path(run_dir)
-    recorded = _results(run_dir / "pretrain").get("wandb")
+    recorded = read_results(run_dir / "pretrain").get("wandb")
     if not recorded:
         print(f"wandb_report: {run_dir / 'pretrain' / RESULTS_NAME} names no W&B run; nothing to report")
         return {}
@@ -81,7 +76,7 @@ def report(run_dir: str | Path) -> dict[str, Any]:
     try:
         run.log(metrics)
         run.summary.update(metrics)
-        probe = _results(run_dir / "probe")
+        probe = read_results(run_dir / "probe")
         if probe.get("checkpoint"):
             run.summary["probe/checkpoint"] = probe["checkpoint"]
     finally:

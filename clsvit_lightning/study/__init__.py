@@ -1,1 +1,2 @@
-"""Small end-to-end studies (the demo, the CPU proxy of the paper): pretrain, probe, analyse, report."""
+"""Experiments made of stages: the pretrain -> probe -> report engine, and the demo, the CPU proxy
+of the paper and the local sweep that run on it."""

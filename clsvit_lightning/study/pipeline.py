@@ -1,30 +1,43 @@
 """One experiment of the paper at toy scale: pretrain, then k-NN, linear segmentation and analysis.
 
-Every stage goes through the ``clsvit`` CLI with the shipped configs (the same path a researcher
-takes), with command-line overrides for the size of the run:
+Each (specialization, seed) is one run of the study engine (``study/engine.py``) in this process:
+its stages go through the ``clsvit`` CLI with the shipped configs (the same path a researcher takes),
+with command-line overrides for the size of the run:
 
-1. ``clsvit fit`` with ``configs/pretrain/{dinov2,tiny_synthetic}.yaml`` (a DINOv2 run);
-2. ``clsvit validate`` with ``configs/classification/knn.yaml`` on the teacher (k-NN top-1);
-3. ``clsvit fit`` with ``configs/dense/demo_synthetic_linear.yaml`` (linear segmentation probe, mIoU);
+1. ``pretrain``: ``clsvit fit`` with ``configs/pretrain/{dinov2,tiny_synthetic}.yaml`` (a DINOv2 run);
+2. ``knn``: ``clsvit validate`` with ``configs/classification/knn.yaml`` on the teacher (k-NN top-1);
+3. ``segmentation``: ``clsvit fit`` with ``configs/dense/demo_synthetic_linear.yaml`` (linear
+   segmentation probe, mIoU);
 4. the token-interaction analysis of the teacher on validation images.
+
+The run's folder is ``<out>/<spec>_seed<k>/``; its ``result.json`` holds the :class:`RunResult`,
+so a finished run is read back instead of trained again (and an interrupted one skips its
+finished stages).
 """
 
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import torch
-
-from clsvit_lightning.cli import run
 from clsvit_lightning.config_files import CONFIG_ROOT
+from clsvit_lightning.data.synthetic import write_synthetic
 from clsvit_lightning.models import VisionTransformer, load_pretrained
+from clsvit_lightning.study.engine import (
+    CHECKPOINT_PLACEHOLDER,
+    CLSVIT,
+    Run,
+    run_stages,
+    stage_checkpoint,
+    stage_command,
+    stage_metrics,
+)
 
 PRETRAIN_CONFIGS = [str(CONFIG_ROOT / "pretrain/dinov2.yaml"), str(CONFIG_ROOT / "pretrain/tiny_synthetic.yaml")]
 KNN_CONFIG = str(CONFIG_ROOT / "classification/knn.yaml")
 SEGMENTATION_CONFIG = str(CONFIG_ROOT / "dense/demo_synthetic_linear.yaml")
+RESULT_NAME = "result.json"
 
 
 @dataclass
@@ -53,62 +66,65 @@ class RunResult:
     checkpoint: str = ""
 
 
-def _metric(cli: object, name: str) -> float:
-    value = cli.trainer.callback_metrics.get(name)  # type: ignore[attr-defined]
-    if value is None:
-        raise KeyError(f"metric {name!r} was not logged; logged: {sorted(cli.trainer.callback_metrics)}")  # type: ignore[attr-defined]
-    return float(value)
+def write_synthetic_data(data_root: str | Path, num_train: int, num_val: int) -> None:
+    """The synthetic scenes in both layouts (``imagenet/``, ``ade20k/``) under ``data_root``, unless there."""
+    root = Path(data_root)
+    if (root / "imagenet").is_dir() and (root / "ade20k").is_dir():
+        return
+    summary = write_synthetic(root, ("imagenet", "ade20k"), num_train, num_val)
+    print(json.dumps({key: summary[key] for key in ("out", "kinds", "num_train", "num_val", "num_classes", "seconds")}))
+
+
+def run_folder(spec: str, seed: int, settings: StudySettings) -> Path:
+    slug = "".join(c if c.isalnum() else "_" for c in spec).strip("_") or "vanilla"
+    return Path(settings.out) / f"{slug}_seed{seed}"
 
 
 def _backbone_overrides(spec: str) -> list[str]:
     return ["--model.init_args.backbone.init_args.specialization", spec]
 
 
-def pretrain(spec: str, seed: int, settings: StudySettings, run_dir: Path) -> Path:
-    run([
-        "fit", *sum((["--config", c] for c in PRETRAIN_CONFIGS), []), *_backbone_overrides(spec),
-        "--seed_everything", str(seed), "--trainer.max_epochs", str(settings.pretrain_epochs),
-        "--trainer.default_root_dir", str(run_dir / "pretrain"),
-        "--trainer.enable_progress_bar", str(settings.progress_bar).lower(),
+def plan_run(spec: str, seed: int, settings: StudySettings) -> Run:
+    """The three ``clsvit`` stages of one (specialization, seed), for the engine."""
+    run_dir = run_folder(spec, seed, settings)
+    data = Path(settings.data_root)
+    progress = ["--trainer.enable_progress_bar", str(settings.progress_bar).lower()]
+    tiny = _tiny_backbone_args()
+    pretrain = [
+        *CLSVIT, "fit", *sum((["--config", c] for c in PRETRAIN_CONFIGS), []), *_backbone_overrides(spec),
+        "--seed_everything", str(seed), "--trainer.max_epochs", str(settings.pretrain_epochs), *progress,
         "--trainer.logger", "false",
-        "--data.init_args.root", str(Path(settings.data_root) / "imagenet"),
+        "--data.init_args.root", str(data / "imagenet"),
         "--data.init_args.batch_size", str(settings.batch_size),
         "--data.init_args.num_workers", str(settings.num_workers),
-    ])  # fmt: skip
-    checkpoints = sorted((run_dir / "pretrain").rglob("last.ckpt"), key=lambda p: p.stat().st_mtime)
-    if not checkpoints:
-        raise FileNotFoundError(f"pretraining wrote no last.ckpt under {run_dir / 'pretrain'}")
-    return checkpoints[-1]
-
-
-def knn_top1(spec: str, checkpoint: Path, settings: StudySettings, run_dir: Path) -> float:
-    tiny = _tiny_backbone_args()
-    cli = run([
-        "validate", "--config", KNN_CONFIG, *_backbone_overrides(spec),
+    ]  # fmt: skip
+    knn = [
+        *CLSVIT, "validate", "--config", KNN_CONFIG, *_backbone_overrides(spec),
         *sum(([f"--model.init_args.backbone.init_args.{k}", str(v)] for k, v in tiny.items()), []),
-        "--model.init_args.pretrained", str(checkpoint), "--model.init_args.ks", "[20]",
-        "--trainer.accelerator", "cpu", "--trainer.devices", "1", "--trainer.precision", "32-true",
-        "--trainer.default_root_dir", str(run_dir / "knn"),
-        "--trainer.enable_progress_bar", str(settings.progress_bar).lower(),
-        "--data.init_args.root", str(Path(settings.data_root) / "imagenet"),
+        "--model.init_args.pretrained", CHECKPOINT_PLACEHOLDER, "--model.init_args.ks", "[20]",
+        "--trainer.accelerator", "cpu", "--trainer.devices", "1", "--trainer.precision", "32-true", *progress,
+        "--data.init_args.root", str(data / "imagenet"),
         "--data.init_args.crop_size", str(tiny["img_size"]), "--data.init_args.resize_size", str(tiny["img_size"]),
         "--data.init_args.batch_size", "64", "--data.init_args.num_workers", str(settings.num_workers),
-    ])  # fmt: skip
-    return _metric(cli, "knn/k20_top1")
-
-
-def segmentation_miou(spec: str, checkpoint: Path, seed: int, settings: StudySettings, run_dir: Path) -> float:
-    cli = run([
-        "fit", "--config", SEGMENTATION_CONFIG, *_backbone_overrides(spec),
-        "--seed_everything", str(seed), "--model.init_args.pretrained", str(checkpoint),
+    ]  # fmt: skip
+    segmentation = [
+        *CLSVIT, "fit", "--config", SEGMENTATION_CONFIG, *_backbone_overrides(spec),
+        "--seed_everything", str(seed), "--model.init_args.pretrained", CHECKPOINT_PLACEHOLDER,
         "--trainer.max_steps", str(settings.probe_steps), "--trainer.val_check_interval", str(settings.probe_steps),
-        "--trainer.default_root_dir", str(run_dir / "segmentation"),
-        "--trainer.enable_progress_bar", str(settings.progress_bar).lower(),
-        "--trainer.logger", "false",
-        "--data.init_args.root", str(Path(settings.data_root) / "ade20k"),
+        *progress, "--trainer.logger", "false",
+        "--data.init_args.root", str(data / "ade20k"),
         "--data.init_args.num_workers", str(settings.num_workers),
-    ])  # fmt: skip
-    return _metric(cli, "val/mIoU")
+    ]  # fmt: skip
+    stages = {"pretrain": pretrain, "knn": knn, "segmentation": segmentation}
+    stages = {stage: stage_command(argv, run_dir, stage) for stage, argv in stages.items()}
+    return Run(0, run_dir.name, {"specialization": spec, "seed": seed}, run_dir, stages)
+
+
+def _metric(run_dir: Path, stage: str, name: str) -> float:
+    metrics = stage_metrics(run_dir, stage)
+    if name not in metrics:
+        raise KeyError(f"metric {name!r} was not logged by the {stage} stage; logged: {sorted(metrics)}")
+    return float(metrics[name])
 
 
 def _tiny_backbone_args() -> dict[str, object]:
@@ -138,38 +154,27 @@ def analysis_curves(spec: str, checkpoint: Path, settings: StudySettings) -> tup
 
 def run_one(spec: str, seed: int, settings: StudySettings) -> RunResult:
     """Pretrain + evaluate one (specialization, seed); results are cached in ``result.json``."""
-    run_dir = Path(settings.out) / f"{_slug(spec)}_seed{seed}"
-    cached = run_dir / "result.json"
+    run = plan_run(spec, seed, settings)
+    cached = run.run_dir / RESULT_NAME
     if cached.is_file():
         return RunResult(**json.loads(cached.read_text()))
-    run_dir.mkdir(parents=True, exist_ok=True)
-    checkpoint = pretrain(spec, seed, settings, run_dir)
-    with torch.device("meta"):
-        model = VisionTransformer(**_tiny_backbone_args(), specialization=spec)
-    count = model.parameter_count()
+    run_stages(run, in_process=True)
+    if run.status != "done":  # a SLURM requeue: the next launch resumes the run
+        raise RuntimeError(f"{run.run_dir}: {run.status}")
+    checkpoint = stage_checkpoint(run.run_dir / "pretrain")
     post, pre = analysis_curves(spec, checkpoint, settings)
     result = RunResult(
         specialization=spec,
         seed=seed,
-        params=count.total,
-        overhead=count.overhead,
-        gflops=model.flops_per_image() / 1e9,
-        knn_top1=knn_top1(spec, checkpoint, settings, run_dir),
-        miou=segmentation_miou(spec, checkpoint, seed, settings, run_dir),
+        # The pretrained backbone's size and cost, as its results file recorded them (ops/run_info.py).
+        params=int(_metric(run.run_dir, "pretrain", "backbone/params_total")),
+        overhead=_metric(run.run_dir, "pretrain", "backbone/params_overhead"),
+        gflops=_metric(run.run_dir, "pretrain", "backbone/gflops_per_image"),
+        knn_top1=_metric(run.run_dir, "knn", "knn/k20_top1"),
+        miou=_metric(run.run_dir, "segmentation", "val/mIoU"),
         post_norm1_cls_patch=post,
         pre_norm1_cls_patch=pre,
         checkpoint=str(checkpoint),
     )
     cached.write_text(json.dumps(asdict(result), indent=2))
     return result
-
-
-def _slug(spec: str) -> str:
-    return "".join(c if c.isalnum() else "_" for c in spec).strip("_") or "vanilla"
-
-
-def mean_std(values: list[float]) -> tuple[float, float]:
-    mean = sum(values) / len(values)
-    if len(values) < 2:
-        return mean, float("nan")
-    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))

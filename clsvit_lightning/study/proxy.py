@@ -20,8 +20,8 @@ from pathlib import Path
 
 import torch
 
-from clsvit_lightning.study.pipeline import RunResult, StudySettings, _slug, mean_std
-from clsvit_lightning.study.report import group, markdown_table, write_report
+from clsvit_lightning.study.pipeline import RESULT_NAME, RunResult, StudySettings, run_folder, write_synthetic_data
+from clsvit_lightning.study.report import group, markdown_table, mean_std, write_report
 
 # `paper` without its qkv split: norms and LayerScales in every block + the final norm (+0.1 % parameters).
 NORMS_LS = "norm1,norm2,ls1,ls2:all;final_norm"
@@ -166,25 +166,10 @@ def _run_study(
     args: argparse.Namespace, settings: StudySettings, run_one: RunOne | None
 ) -> tuple[list[RunResult], Path]:
     start = time.time()
-    root = Path(settings.data_root)
     if run_one is None:
         from clsvit_lightning.study.pipeline import run_one  # noqa: PLC0415 (tests inject a fake)
 
-        if not (root / "imagenet").is_dir() or not (root / "ade20k").is_dir():
-            from clsvit_lightning.commands.synth import synth_main  # noqa: PLC0415
-
-            synth_main(
-                [
-                    "--out",
-                    str(root),
-                    "--kind",
-                    "all",
-                    "--num_train",
-                    str(args.num_train),
-                    "--num_val",
-                    str(args.num_val),
-                ]
-            )
+        write_synthetic_data(settings.data_root, args.num_train, args.num_val)
     out = Path(settings.out)
     out.mkdir(parents=True, exist_ok=True)
     timings_path = out / "timings.json"
@@ -195,7 +180,7 @@ def _run_study(
     for seed in args.seeds:
         for spec in args.specializations:
             run_start = time.time()
-            cached = (out / f"{_slug(spec)}_seed{seed}" / "result.json").is_file()
+            cached = (run_folder(spec, seed, settings) / RESULT_NAME).is_file()
             results.append(run_one(spec, seed, settings))
             if not cached:
                 seconds[run_key(spec, seed)] = time.time() - run_start

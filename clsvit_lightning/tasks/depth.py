@@ -20,15 +20,16 @@ from torch import Tensor
 
 from clsvit_lightning.evaluation.depth_metrics import DepthMetrics
 from clsvit_lightning.evaluation.sliding_window import tta_inference
-from clsvit_lightning.models.vision_transformer import VisionTransformer
-from clsvit_lightning.tasks.dense_base import DenseTask
-from clsvit_lightning.tasks.dense_heads import (
+from clsvit_lightning.models.heads import (
     DenseFeatures,
     DensePredictor,
     DepthBinsHead,
     depth_probe_blocks,
     last_blocks,
 )
+from clsvit_lightning.models.vision_transformer import VisionTransformer
+from clsvit_lightning.tasks.common import counted_samples
+from clsvit_lightning.tasks.dense_base import DenseTask
 
 MULTILAYER_BLOCKS = 4
 
@@ -126,9 +127,8 @@ class MonocularDepth(DenseTask):
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
         images, target, valid = batch["image"], batch["depth"], batch["valid"].bool()
-        padded = self.padded_samples(batch_idx, len(images), dataloader_idx)
-        if padded is not None:  # DistributedSampler repeats: count each image once
-            valid = valid & ~padded.to(valid.device)[:, None, None]
+        counted = counted_samples(self.trainer, batch_idx, len(images), dataloader_idx, valid.device)
+        valid = valid & counted[:, None, None]  # DistributedSampler repeats: no pixel valid, each image counts once
         self.metrics.update(self.predict_depth(images), target, valid)
 
     def _end_evaluation(self, stage: str) -> None:

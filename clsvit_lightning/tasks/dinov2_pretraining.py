@@ -15,36 +15,33 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from lightning.pytorch import Callback, LightningModule
+from lightning.pytorch import Callback
 from lightning.pytorch.strategies import FSDPStrategy
 from torch import Tensor, nn
 
 from clsvit_lightning.callbacks.resumable_loader import ResumableTrainLoader
 from clsvit_lightning.data.transforms.tensors import normalize_on_device
+from clsvit_lightning.distributed.fsdp import clip_grad_norm_ as fsdp_clip_grad_norm_
+from clsvit_lightning.distributed.fsdp import sharded_parameter_ids
 from clsvit_lightning.errors import check_option_values
 from clsvit_lightning.losses import CenteringTargets, DINOLoss, KoLeoLoss, iBOTPatchLoss, sinkhorn_knopp
 from clsvit_lightning.losses.ibot_patch_loss import masks_weight_from_masks
+from clsvit_lightning.models.accounting import (
+    count_flops_per_image,
+    count_parameters,
+    count_training_flops_per_image,
+)
 from clsvit_lightning.models.checkpoint import CheckpointReadError, read_checkpoint
+from clsvit_lightning.models.compile import compile_blocks
 from clsvit_lightning.models.dino_head import DINOHead
 from clsvit_lightning.models.vision_transformer import VisionTransformer
-from clsvit_lightning.training.compile import compile_blocks
-from clsvit_lightning.training.fsdp import clip_grad_norm_ as fsdp_clip_grad_norm_
-from clsvit_lightning.training.fsdp import sharded_parameter_ids
+from clsvit_lightning.tasks.common import BackboneTask, batch_scaled_lr, check_finite_loss
 from clsvit_lightning.training.param_groups import build_param_groups
 from clsvit_lightning.training.rng_state import restore_rng_states, save_rng_states
-from clsvit_lightning.training.schedules import (
-    cosine_schedule,
-    linear_warmup_then_constant,
-    scaled_learning_rate,
-    value_at,
-)
+from clsvit_lightning.training.schedules import cosine_schedule, linear_warmup_then_constant, value_at
 
 
-class NonFiniteLossError(RuntimeError):
-    """The loss became NaN or infinite; training stops before the optimizer step."""
-
-
-class DINOv2Pretraining(LightningModule):
+class DINOv2Pretraining(BackboneTask):
     """Student/teacher self-distillation; ``backbone`` is the student's (the teacher is a copy)."""
 
     # What the checkpoint's weights fix: refused if changed at resume (clsvit_lightning/lightning_cli.py).
@@ -139,7 +136,7 @@ class DINOv2Pretraining(LightningModule):
         return self.teacher["backbone"]
 
     def configure_model(self) -> None:
-        # Block by block and in place (see training/compile.py): checkpoint keys stay the eager ones.
+        # Block by block and in place (see models/compile.py): checkpoint keys stay the eager ones.
         if self.hparams.compile:
             compile_blocks(self.student)
             compile_blocks(self.teacher)
@@ -166,8 +163,7 @@ class DINOv2Pretraining(LightningModule):
         def steps(epochs: float) -> int:
             return min(total_steps, int(round(epochs * steps_per_epoch)))
 
-        batch_size = self._global_batch_size()
-        lr = scaled_learning_rate(hp.base_lr, batch_size, hp.lr_scaling_rule)
+        lr = batch_scaled_lr(trainer, hp.base_lr, hp.lr_scaling_rule, "DINOv2Pretraining")
         lr_schedule = cosine_schedule(lr, hp.min_lr, total_steps, warmup_steps=steps(hp.warmup_epochs))
         last_layer_lr = lr_schedule.copy()
         last_layer_lr[: steps(hp.freeze_last_layer_epochs)] = 0.0
@@ -184,16 +180,6 @@ class DINOv2Pretraining(LightningModule):
             ),
         }
 
-    def _global_batch_size(self) -> int:
-        datamodule = getattr(self.trainer, "datamodule", None)
-        per_device = getattr(datamodule, "batch_size", None) or getattr(datamodule, "hparams", {}).get("batch_size")
-        if per_device is None:
-            raise ValueError(
-                "DINOv2Pretraining needs the per-device batch size for the lr scaling rule: "
-                "give the datamodule a `batch_size` attribute or init argument"
-            )
-        return int(per_device) * self.trainer.world_size * self.trainer.accumulate_grad_batches
-
     def scheduled(self, name: str) -> float:
         return value_at(self.schedules[name], self.global_step)
 
@@ -208,12 +194,12 @@ class DINOv2Pretraining(LightningModule):
         # Each crop group goes through the student as one batch of views x images (training_step).
         global_count = batch["global_crops"].shape[0] * batch["global_crops"].shape[1]
         global_size = tuple(batch["global_crops"].shape[-2:])
-        student = global_count * backbone.training_flops_per_image(global_count, global_size)
+        student = global_count * count_training_flops_per_image(backbone, global_count, global_size)
         local = batch.get("local_crops")
         if local is not None and local.shape[0] > 0:
             local_count = local.shape[0] * local.shape[1]
-            student += local_count * backbone.training_flops_per_image(local_count, tuple(local.shape[-2:]))
-        teacher = global_count * backbone.flops_per_image(global_size)
+            student += local_count * count_training_flops_per_image(backbone, local_count, tuple(local.shape[-2:]))
+        teacher = global_count * count_flops_per_image(backbone, global_size)
         return int(3 * student + teacher)
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
@@ -322,20 +308,22 @@ class DINOv2Pretraining(LightningModule):
     ) -> dict[str, Tensor]:
         hp = self.hparams
         losses = {"dino": self.dino_loss(student["cls_logits"], teacher["cls"])}
+        koleo_sum = 0.0
         if hp.koleo_loss_weight > 0:
-            # Per global view, so two crops of one image are never each other's neighbour.
-            losses["koleo"] = torch.stack([self.koleo_loss(view) for view in student["global_cls"]]).mean()
+            # One KoLeo per global crop, so two crops of one image are never each other's neighbour.
+            koleo_per_crop = torch.stack([self.koleo_loss(crop) for crop in student["global_cls"]])  # [G]
+            koleo_sum = koleo_per_crop.sum()
+            losses["koleo"] = koleo_per_crop.mean()  # logged per crop
         if hp.ibot_loss_weight > 0:
             flat_masks = masks.flatten(0, 1)  # [G*B, N]
             losses["ibot"] = self.ibot_loss(
                 student["patch_logits"], teacher["patches"], masks_weight_from_masks(flat_masks), len(flat_masks)
             )
-        num_views = student["global_cls"].shape[0]
-        # DINOv2 weights KoLeo per view (0.1 each, summed over the global views).
+        # DINOv2 sums KoLeo over the global crops: koleo_loss_weight (0.1) for each crop.
         losses["total"] = (
             hp.dino_loss_weight * losses["dino"]
             + hp.ibot_loss_weight * losses.get("ibot", 0.0)
-            + hp.koleo_loss_weight * num_views * losses.get("koleo", 0.0)
+            + hp.koleo_loss_weight * koleo_sum
         )
         return losses
 
@@ -345,14 +333,7 @@ class DINOv2Pretraining(LightningModule):
         teacher = self.get_teacher_output(global_crops, masks, temperature)
         student = self.get_student_output(global_crops, batch.get("local_crops"), masks)
         losses = self.compute_losses(student, teacher, masks)
-        if not torch.isfinite(losses["total"]).item():
-            terms = {k: float(v) for k, v in losses.items()}
-            raise NonFiniteLossError(
-                f"non-finite loss at step {self.global_step} ({terms}); training stopped before the optimizer "
-                "step, so the last saved checkpoint is intact. Lower the lr or check the data, then resume: "
-                "`clsvit fit ... --model.init_args.base_lr <lower> --ckpt_path <checkpoint>` (the values given "
-                "at resume time are used)."
-            )
+        check_finite_loss(losses["total"], self.global_step, losses)
         batch_size = global_crops.shape[1]
         self.log_dict({f"train/loss_{k}": v for k, v in losses.items()}, prog_bar=True, batch_size=batch_size)
         self.log_dict({f"train/{name}": self.scheduled(name) for name in self.schedules}, batch_size=batch_size)
@@ -371,19 +352,21 @@ class DINOv2Pretraining(LightningModule):
         torch._foreach_lerp_(teacher_params, student_params, 1.0 - momentum)
 
     def on_fit_start(self) -> None:
-        count = self.student["backbone"].parameter_count()
+        count = count_parameters(self.student["backbone"])
         summary = {
             "backbone/params_total": float(count.total),
             "backbone/params_overhead": count.overhead,
-            "backbone/gflops_per_image": self.student["backbone"].flops_per_image() / 1e9,
+            "backbone/gflops_per_image": count_flops_per_image(self.student["backbone"]) / 1e9,
         }
         for logger in self.loggers:
             logger.log_metrics(summary, step=0)
 
     # -------------------------------------------------------- checkpointing
+    def checkpointed_backbone(self) -> VisionTransformer:
+        return self.student["backbone"]  # the teacher's is the same architecture
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        # Beside the hyper-parameters, not among them: `--ckpt_path` feeds those back as init args.
-        checkpoint["backbone_config"] = dict(self.student["backbone"].config)
+        super().on_save_checkpoint(checkpoint)  # the backbone's config
         save_rng_states(checkpoint)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:

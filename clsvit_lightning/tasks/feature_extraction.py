@@ -10,15 +10,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from lightning.pytorch import LightningModule
 from torch import Tensor
 
 from clsvit_lightning.data.transforms.tensors import normalize_on_device
 from clsvit_lightning.models.vision_transformer import VisionTransformer
-from clsvit_lightning.tasks.knn_evaluation import freeze
+from clsvit_lightning.tasks.common import BackboneTask, freeze
 
 
-class FeatureExtraction(LightningModule):
+class FeatureExtraction(BackboneTask):
     """A frozen backbone in eval mode whose ``predict_step`` returns its features.
 
     Args:
@@ -34,7 +33,7 @@ class FeatureExtraction(LightningModule):
         self.save_hyperparameters(ignore=["backbone"])
         if not pretrained:
             raise ValueError("FeatureExtraction: model.init_args.pretrained is required (a checkpoint or weights file)")
-        self.backbone = freeze(backbone, pretrained)
+        self.backbone = freeze(backbone, pretrained, "FeatureExtraction")
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         return normalize_on_device(batch)  # loaders ship uint8 images

@@ -21,46 +21,14 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
-from lightning.pytorch import LightningModule
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor
 from torch.utils.data import DataLoader, Subset
 
 from clsvit_lightning.errors import ConfigError, check_option_values
-from clsvit_lightning.evaluation.knn import KNNResult
-from clsvit_lightning.models.checkpoint import load_pretrained
+from clsvit_lightning.evaluation.knn import KNNResult, merge_neighbours, weighted_vote
 from clsvit_lightning.models.vision_transformer import VisionTransformer
-
-
-def freeze(backbone: VisionTransformer, pretrained: str | None, owner: str = "evaluation") -> VisionTransformer:
-    """Load ``pretrained`` (any format ``load_pretrained`` reads) and freeze: no gradients, eval mode.
-
-    Without ``pretrained`` the frozen backbone keeps its random initialisation: allowed (tests,
-    baselines), but said once, as the numbers are those of an untrained network.
-    """
-    if pretrained:
-        report = load_pretrained(backbone, pretrained)
-        rank_zero_info(f"loaded {report.source} (warm-started prefix parameters: {len(report.warm_started)})")
-    else:
-        warn_random_backbone(owner)
-    return backbone.requires_grad_(False).eval()
-
-
-def warn_random_backbone(owner: str) -> None:
-    """Say (rank zero) that a frozen backbone is evaluated without weights."""
-    rank_zero_warn(
-        f"{owner}: pretrained is null, so the backbone is randomly initialised and its features are those of an "
-        "untrained network; give --model.init_args.pretrained <checkpoint, exported backbone or DINOv2/timm weights>"
-    )
-
-
-def samples_on_rank(dataset_length: int, rank: int, world_size: int) -> int:
-    """How many samples of an unshuffled ``DistributedSampler`` on ``rank`` are real, not padding.
-
-    Lightning's sampler for validation pads the index list with repeats to a multiple of the world
-    size; rank ``r`` reads indices ``r, r + W, ...``, so its repeats are its last ones.
-    """
-    return len(range(rank, dataset_length, world_size))
+from clsvit_lightning.tasks.common import BackboneTask, counted_samples, freeze
 
 
 def shard(loader: DataLoader, rank: int, world_size: int) -> DataLoader:
@@ -76,21 +44,7 @@ def shard(loader: DataLoader, rank: int, world_size: int) -> DataLoader:
     )
 
 
-def merge_neighbours(similarities: Tensor, labels: Tensor, k: int) -> tuple[Tensor, Tensor]:
-    """Global top-``k`` from per-shard top-k lists ``[S, Q, k']`` -> similarities and labels ``[Q, k]``."""
-    similarities = similarities.permute(1, 0, 2).flatten(1)  # [Q, S * k']
-    labels = labels.permute(1, 0, 2).flatten(1)
-    top = similarities.topk(k, dim=1)
-    return top.values, labels.gather(1, top.indices)
-
-
-def weighted_vote(similarities: Tensor, labels: Tensor, num_classes: int, temperature: float) -> Tensor:
-    """Class scores ``[Q, C]``: ``sum_j [y_j = c] exp(s_j / T)`` over the given neighbours ``[Q, k]``."""
-    scores = torch.zeros(len(similarities), num_classes, device=similarities.device)
-    return scores.scatter_add_(1, labels, (similarities / temperature).exp())
-
-
-class KNNEvaluation(LightningModule):
+class KNNEvaluation(BackboneTask):
     """``clsvit validate --config configs/classification/knn.yaml``: k-NN accuracy of a frozen backbone.
 
     The datamodule gives the queries as its ``val_dataloader`` and the memory bank through
@@ -179,8 +133,6 @@ class KNNEvaluation(LightningModule):
         # Per k: correct top-1 and top-5 per class; queries per class.
         self.correct = torch.zeros(len(self.ks), 2, self.num_classes, device=self.device)
         self.queries_per_class = torch.zeros(self.num_classes, device=self.device)
-        val_loader = trainer.val_dataloaders
-        self.queries_left = samples_on_rank(len(val_loader.dataset), trainer.global_rank, trainer.world_size)
 
     def _reduce(self, value: Tensor, operation: str) -> Tensor:
         if self.trainer.world_size == 1:
@@ -212,11 +164,10 @@ class KNNEvaluation(LightningModule):
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         similarities, neighbour_labels = self.nearest_neighbours(self.features(batch["image"]))
-        # The last queries of a rank may repeat others (sampler padding): count each query once.
-        real = min(len(similarities), self.queries_left)
-        self.queries_left -= real
-        labels = batch["label"][:real]
-        similarities, neighbour_labels = similarities[:real], neighbour_labels[:real]
+        # Every query takes part in the gathers; those the sampler repeats are then left out of the counts.
+        counted = counted_samples(self.trainer, batch_idx, len(similarities), device=similarities.device)
+        labels = batch["label"][counted]
+        similarities, neighbour_labels = similarities[counted], neighbour_labels[counted]
         self.queries_per_class += torch.bincount(labels, minlength=self.num_classes)
         temperature = self.hparams.temperature
         for index, k in enumerate(self.ks):

@@ -20,16 +20,15 @@ from typing import Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
-from lightning.pytorch import Callback, LightningModule
+from lightning.pytorch import Callback
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 
 from clsvit_lightning.callbacks.resumable_loader import ResumableTrainLoader
 from clsvit_lightning.errors import ConfigError, check_option_values
 from clsvit_lightning.models.vision_transformer import VisionTransformer
-from clsvit_lightning.tasks.knn_evaluation import freeze, samples_on_rank
-from clsvit_lightning.tasks.supervised import global_batch_size
-from clsvit_lightning.training.schedules import cosine_schedule, scaled_learning_rate, value_at
+from clsvit_lightning.tasks.common import BackboneTask, batch_scaled_lr, counted_samples, freeze
+from clsvit_lightning.training.schedules import cosine_schedule, value_at
 
 DINOV2_LEARNING_RATES = (1e-5, 2e-5, 5e-5, 1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 5e-3, 1e-2, 2e-2, 5e-2, 0.1)
 
@@ -48,7 +47,7 @@ def head_name(n_last_blocks: int, use_avgpool: bool, lr: float) -> str:
     return f"blocks{n_last_blocks}_{'avgpool' if use_avgpool else 'cls'}_lr{lr:g}".replace(".", "p")
 
 
-class LinearProbe(LightningModule):
+class LinearProbe(BackboneTask):
     """``clsvit fit --config configs/classification/linear.yaml``: linear classifiers on frozen features."""
 
     def __init__(
@@ -126,10 +125,7 @@ class LinearProbe(LightningModule):
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         hp = self.hparams
-        scale = 1.0
-        if hp.lr_scaling_rule != "none":
-            batch = global_batch_size(self.trainer, f"lr_scaling_rule={hp.lr_scaling_rule!r}")
-            scale = scaled_learning_rate(1.0, batch, hp.lr_scaling_rule)
+        scale = batch_scaled_lr(self.trainer, 1.0, hp.lr_scaling_rule, "LinearProbe")
         groups = [
             {"params": list(head.parameters()), "head": name, "base_lr": self.head_learning_rates[name] * scale}
             for name, head in self.heads.items()
@@ -155,21 +151,18 @@ class LinearProbe(LightningModule):
     def on_validation_epoch_start(self) -> None:
         self.correct = torch.zeros(2, len(self.heads), device=self.device)  # top-1, top-5 per head
         self.num_queries = torch.zeros((), device=self.device)
-        dataset = self.trainer.val_dataloaders.dataset
-        self.queries_left = samples_on_rank(len(dataset), self.trainer.global_rank, self.trainer.world_size)
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        # The last samples of a rank may repeat others (sampler padding): count each sample once.
-        real = min(len(batch["label"]), self.queries_left)
-        self.queries_left -= real
-        if real == 0:
+        # Samples the DistributedSampler repeats are left out: each sample counts once.
+        counted = counted_samples(self.trainer, batch_idx, len(batch["label"]), device=batch["label"].device)
+        if not counted.any():
             return
-        labels = batch["label"][:real]
-        for index, head_logits in enumerate(self(batch["image"][:real]).values()):
+        labels = batch["label"][counted]
+        for index, head_logits in enumerate(self(batch["image"][counted]).values()):
             ranked = head_logits.topk(min(5, head_logits.shape[1]), dim=1).indices  # [B, 5]
             self.correct[0, index] += (ranked[:, 0] == labels).sum()
             self.correct[1, index] += (ranked == labels[:, None]).any(dim=1).sum()
-        self.num_queries += real
+        self.num_queries += len(labels)
 
     def on_validation_epoch_end(self) -> None:
         correct, total = self.correct, self.num_queries

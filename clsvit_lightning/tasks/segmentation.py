@@ -38,9 +38,10 @@ from clsvit_lightning.evaluation.segmentation_metrics import (
     write_per_class_csv,
 )
 from clsvit_lightning.evaluation.sliding_window import tta_inference
+from clsvit_lightning.models.heads import BNConvHead, DenseFeatures, DensePredictor, last_blocks
 from clsvit_lightning.models.vision_transformer import VisionTransformer
+from clsvit_lightning.tasks.common import counted_samples
 from clsvit_lightning.tasks.dense_base import DenseTask
-from clsvit_lightning.tasks.dense_heads import BNConvHead, DenseFeatures, DensePredictor, last_blocks
 
 MODES = ("linear", "multilayer", "finetune")
 MULTILAYER_BLOCKS = 4
@@ -79,7 +80,8 @@ class SemanticSegmentation(DenseTask):
             mode: ``linear`` (frozen, last block), ``multilayer`` (frozen, last 4 blocks), ``finetune``.
             class_names: names for the per-class table (default: class ids).
             lr: peak AdamW learning rate (after warmup), multiplied by ``layerwise_decay`` powers in the backbone.
-            weight_decay: AdamW weight decay (none on norms, biases, tokens).
+            weight_decay: AdamW weight decay; none on norm parameters, biases and LayerScale, while the
+                [CLS], register and position embeddings are decayed (``build_param_groups``).
             adamw_betas: AdamW betas.
             warmup_steps: linear warmup steps from ``warmup_ratio * lr``.
             warmup_ratio: lr multiplier at step 0.
@@ -150,9 +152,9 @@ class SemanticSegmentation(DenseTask):
     # --------------------------------------------------------------- evaluate
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
         images, masks = batch["image"], batch["mask"]
-        padded = self.padded_samples(batch_idx, len(images), dataloader_idx)
-        if padded is not None:  # DistributedSampler repeats: count each image once
-            masks = masks.masked_fill(padded.to(masks.device)[:, None, None], self.hparams.ignore_index)
+        # DistributedSampler repeats: every pixel ignored, so each image counts once.
+        counted = counted_samples(self.trainer, batch_idx, len(images), dataloader_idx, masks.device)
+        masks = masks.masked_fill(~counted[:, None, None], self.hparams.ignore_index)
         sizes = batch.get("image_size")
         if sizes is None or bool((sizes == torch.tensor(images.shape[-2:], device=sizes.device)).all()):
             self.metrics.update(self.predict_labels(images), masks)

@@ -22,37 +22,23 @@ from typing import Any, Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
-from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch import Callback
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from clsvit_lightning.callbacks.resumable_loader import ResumableTrainLoader
+from clsvit_lightning.data.transforms.mixup import MixupCutmix, one_hot_targets
 from clsvit_lightning.errors import check_option_values
+from clsvit_lightning.models.accounting import count_flops_per_image, count_parameters
 from clsvit_lightning.models.vision_transformer import VisionTransformer
-from clsvit_lightning.tasks.dinov2_pretraining import NonFiniteLossError
-from clsvit_lightning.tasks.knn_evaluation import samples_on_rank
+from clsvit_lightning.tasks.common import BackboneTask, batch_scaled_lr, check_finite_loss, counted_samples
 from clsvit_lightning.training.lamb import Lamb
-from clsvit_lightning.training.mixup import MixupCutmix, one_hot_targets
 from clsvit_lightning.training.param_groups import build_param_groups
 from clsvit_lightning.training.rng_state import restore_rng_states, save_rng_states
-from clsvit_lightning.training.schedules import cosine_schedule, scaled_learning_rate, value_at
+from clsvit_lightning.training.schedules import cosine_schedule, value_at
 
 
-def global_batch_size(trainer: Trainer, needed_by: str) -> int:
-    """Per-device batch (the datamodule's ``batch_size`` attribute or hyperparameter) x devices x accumulation."""
-    datamodule = getattr(trainer, "datamodule", None)
-    per_device = getattr(datamodule, "batch_size", None)
-    if per_device is None:
-        per_device = getattr(datamodule, "hparams", {}).get("batch_size")
-    if per_device is None:
-        raise ValueError(
-            f"{needed_by} needs the per-device batch size: give the datamodule a `batch_size` attribute or "
-            "hyperparameter, or use lr_scaling_rule 'none' with a learning rate for the global batch"
-        )
-    return int(per_device) * trainer.world_size * trainer.accumulate_grad_batches
-
-
-class DeiT3Supervised(LightningModule):
+class DeiT3Supervised(BackboneTask):
     """A linear classifier on the normed [CLS] of ``backbone``, both trained on labelled images."""
 
     # What the checkpoint's weights fix: refused if changed at resume (clsvit_lightning/lightning_cli.py).
@@ -95,7 +81,8 @@ class DeiT3Supervised(LightningModule):
             min_lr: lr at the end of the cosine decay.
             warmup_lr: lr at the first warmup step.
             warmup_epochs: linear warmup length.
-            weight_decay: decoupled weight decay (none on norms, biases, LayerScale, tokens' own parameters).
+            weight_decay: decoupled weight decay; none on norm parameters, biases and LayerScale, while
+                the [CLS], register and position embeddings are decayed (``build_param_groups``).
             betas: Adam/LAMB moment coefficients.
             eps: Adam/LAMB epsilon.
             clip_grad: global gradient-norm clip; 1.0 is what apex's FusedLAMB (DeiT III) applies internally.
@@ -145,10 +132,7 @@ class DeiT3Supervised(LightningModule):
         if trainer.max_epochs in (None, -1):
             steps_per_epoch = max(1, int(trainer.num_training_batches))
         warmup_steps = min(total_steps, int(round(hp.warmup_epochs * steps_per_epoch)))
-        lr = hp.base_lr
-        if hp.lr_scaling_rule != "none":
-            batch = global_batch_size(trainer, f"lr_scaling_rule={hp.lr_scaling_rule!r}")
-            lr = scaled_learning_rate(hp.base_lr, batch, hp.lr_scaling_rule)
+        lr = batch_scaled_lr(trainer, hp.base_lr, hp.lr_scaling_rule, "DeiT3Supervised")
         self.schedules = {
             "lr": cosine_schedule(lr, hp.min_lr, total_steps, warmup_steps, start_warmup_value=hp.warmup_lr),
             "weight_decay": np.full(total_steps, hp.weight_decay),  # constant in DeiT III
@@ -160,7 +144,7 @@ class DeiT3Supervised(LightningModule):
     def on_train_batch_start(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         if not hasattr(self, "flops_per_batch"):  # forward + backward ~ 3x forward, backbone only
             images = batch["image"]
-            self.flops_per_batch = 3 * len(images) * self.backbone.flops_per_image(tuple(images.shape[-2:]))
+            self.flops_per_batch = 3 * len(images) * count_flops_per_image(self.backbone, tuple(images.shape[-2:]))
         lr, weight_decay = self.scheduled("lr"), self.scheduled("weight_decay")
         for group in self.optimizers().optimizer.param_groups:
             group["lr"] = lr * group["lr_multiplier"]
@@ -195,27 +179,18 @@ class DeiT3Supervised(LightningModule):
         images, targets = self.training_targets(batch["image"], batch["label"])
         logits = self(images)
         loss = F.binary_cross_entropy_with_logits(logits.float(), targets.float())
-        if not torch.isfinite(loss).item():
-            raise NonFiniteLossError(
-                f"non-finite loss at step {self.global_step}; training stopped before the optimizer step, so the "
-                "last saved checkpoint is intact. Lower the lr or check the data."
-            )
+        check_finite_loss(loss, self.global_step)
         batch_size = len(images)
         self.log("train/loss", loss, prog_bar=True, batch_size=batch_size)
         self.log_dict({f"train/{name}": self.scheduled(name) for name in self.schedules}, batch_size=batch_size)
         return loss
 
-    def on_validation_epoch_start(self) -> None:
-        dataset = self.trainer.val_dataloaders.dataset
-        self.val_samples_left = samples_on_rank(len(dataset), self.trainer.global_rank, self.trainer.world_size)
-
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        # The last samples of a rank may repeat others (DistributedSampler padding): count each once.
-        real = min(len(batch["label"]), self.val_samples_left)
-        self.val_samples_left -= real
-        if real == 0:
+        # Samples the DistributedSampler repeats are left out: each sample counts once.
+        counted = counted_samples(self.trainer, batch_idx, len(batch["label"]), device=batch["label"].device)
+        if not counted.any():
             return
-        images, labels = batch["image"][:real], batch["label"][:real]
+        images, labels = batch["image"][counted], batch["label"][counted]
         logits = self(images).float()
         targets = one_hot_targets(labels, self.hparams.num_classes)
         batch_size = len(images)
@@ -226,20 +201,19 @@ class DeiT3Supervised(LightningModule):
         self.log("val/top5", self.val_top5, batch_size=batch_size)
 
     def on_fit_start(self) -> None:
-        count = self.backbone.parameter_count()
+        count = count_parameters(self.backbone)
         summary = {
             "backbone/params_total": float(count.total),
             "backbone/params_overhead": count.overhead,
-            "backbone/gflops_per_image": self.backbone.flops_per_image() / 1e9,
+            "backbone/gflops_per_image": count_flops_per_image(self.backbone) / 1e9,
         }
         for logger in self.loggers:
             logger.log_metrics(summary, step=0)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)  # the backbone's config
         # Mixup/cutmix draw from the global RNGs: checkpoints carry them, as in the self-distillation task.
         save_rng_states(checkpoint)
-        # Beside, not inside, the hyperparameters: `clsvit validate --ckpt_path` parses those as init args.
-        checkpoint["backbone_config"] = dict(self.backbone.config)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         restore_rng_states(checkpoint)

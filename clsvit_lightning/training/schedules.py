@@ -39,6 +39,27 @@ def cosine_schedule(
     return np.concatenate([freeze, warmup, cosine]).astype(np.float64)
 
 
+def warmup_poly_schedule(
+    total_steps: int, warmup_steps: int = 0, warmup_ratio: float = 1e-6, power: float = 1.0
+) -> np.ndarray:
+    """The lr multiplier ``[T]`` of mmseg's ``poly`` with linear warmup (1.0 = the base lr).
+
+    The DINOv2 linear-probe protocol for dense tasks: for step ``t`` of ``T``,
+    ``(1 - t / T) ** power`` (``power = 1``: linear decay to 0), multiplied during the first ``W``
+    warmup steps by ``1 - (1 - t / W) * (1 - warmup_ratio)`` (from ``warmup_ratio`` up to 1).
+    """
+    if total_steps < 1:
+        raise ValueError(f"the lr schedule needs total_steps >= 1, got {total_steps} (set trainer.max_steps)")
+    if not 0 <= warmup_steps <= total_steps:
+        raise ValueError(f"warmup_steps must be in 0..{total_steps} (the total steps), got {warmup_steps}")
+    steps = np.arange(total_steps, dtype=np.float64)
+    multiplier = (1.0 - steps / total_steps) ** power
+    if warmup_steps:
+        warm = steps[:warmup_steps]
+        multiplier[:warmup_steps] *= 1.0 - (1.0 - warm / warmup_steps) * (1.0 - warmup_ratio)
+    return multiplier
+
+
 def linear_warmup_then_constant(start_value: float, value: float, warmup_steps: int, total_steps: int) -> np.ndarray:
     """Linear from ``start_value`` to ``value`` (both included) over ``warmup_steps``, then ``value``.
 

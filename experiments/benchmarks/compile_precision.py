@@ -6,7 +6,7 @@ Prints one JSON object. Every variant (vanilla and specialized x mode) is measur
 interleaved round by round, medians over rounds (ratios: medians of the per-round ratios); on a
 shared machine read the ratios, not the absolute numbers. Modes:
 
-* ``eager``, ``compiled`` (blocks compiled in place, ``training/compile.py``): forward and train step;
+* ``eager``, ``compiled`` (blocks compiled in place, ``models/compile.py``): forward and train step;
 * ``eager_bf16``, ``compiled_bf16``: the same under ``torch.autocast("cpu", torch.bfloat16)``, as the
   Trainer's ``precision="bf16-mixed"`` runs them;
 * ``eager_checkpointing``, ``compiled_checkpointing``: train step with per-block activation
@@ -40,9 +40,9 @@ from torch._dynamo.utils import counters
 from torch.profiler import ProfilerActivity, profile
 from torch.profiler._memory_profiler import Action
 
-from clsvit_lightning.models import SIZES
-from clsvit_lightning.training.compile import compile_blocks
-from clsvit_lightning.training.cpu_allocator import keep_freed_memory
+from clsvit_lightning.cpu_allocator import keep_freed_memory
+from clsvit_lightning.models import SIZES, count_flops_per_image
+from clsvit_lightning.models.compile import compile_blocks
 
 # mode -> (compiled, bf16, checkpointing)
 MODES = {
@@ -110,7 +110,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.rounds < 1:
         parser.error(f"--rounds must be at least 1, got {args.rounds}")
-    malloc_tuning = keep_freed_memory()  # as `clsvit` does (training/cpu_allocator.py)
+    malloc_tuning = keep_freed_memory()  # as `clsvit` does (clsvit_lightning/cpu_allocator.py)
     if args.threads:
         torch.set_num_threads(args.threads)
     modes = args.modes.split(",")
@@ -152,7 +152,7 @@ def main() -> None:
     matmul = reference.flops_per_second
 
     median = {key: {phase: statistics.median(t) for phase, t in phases.items()} for key, phases in times.items()}
-    flops = next(model for (name, _), model in models.items() if name == "vanilla").flops_per_image()
+    flops = count_flops_per_image(next(model for (name, _), model in models.items() if name == "vanilla"))
     result: dict[str, object] = {
         "benchmark": "compile_precision",
         "malloc_tuning": malloc_tuning,

@@ -32,6 +32,7 @@ import cv2
 import numpy as np
 import torch
 
+from clsvit_lightning.cpu_allocator import keep_freed_memory
 from clsvit_lightning.data.io import read_rgb
 from clsvit_lightning.data.seeding import SampleIndex, seed_sample
 from clsvit_lightning.data.synthetic.scenes import make_scene
@@ -39,7 +40,6 @@ from clsvit_lightning.data.transforms.collate import MultiCropCollate, collate_d
 from clsvit_lightning.data.transforms.dense import segmentation_train_transform
 from clsvit_lightning.data.transforms.multicrop import MultiCropTransform, crop_pipeline
 from clsvit_lightning.data.transforms.tensors import IMAGENET_MEAN, IMAGENET_STD
-from clsvit_lightning.training.cpu_allocator import keep_freed_memory
 
 
 def test_inputs(tmp_path: str = "/tmp") -> tuple[str, np.ndarray, np.ndarray, np.ndarray]:
@@ -66,7 +66,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--batch_size", type=int, default=32, help="collate batch size")
     args = parser.parse_args()
-    malloc_tuning = keep_freed_memory()  # as `clsvit` does (training/cpu_allocator.py)
+    malloc_tuning = keep_freed_memory()  # as `clsvit` does (clsvit_lightning/cpu_allocator.py)
     torch.set_num_threads(1)
     cv2.setNumThreads(1)
     path, photo, seg_image, seg_mask = test_inputs()

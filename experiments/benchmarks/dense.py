@@ -23,10 +23,10 @@ import time
 import torch
 import torch.nn.functional as F
 
+from clsvit_lightning.cpu_allocator import keep_freed_memory
 from clsvit_lightning.evaluation.sliding_window import window_starts
 from clsvit_lightning.models import vit_small
 from clsvit_lightning.tasks.segmentation import SemanticSegmentation
-from clsvit_lightning.training.cpu_allocator import keep_freed_memory
 
 
 def timed(fn) -> float:  # noqa: ANN001
@@ -56,7 +56,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args()
-    malloc_tuning = keep_freed_memory()  # as `clsvit` does (training/cpu_allocator.py)
+    malloc_tuning = keep_freed_memory()  # as `clsvit` does (clsvit_lightning/cpu_allocator.py)
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)

@@ -18,12 +18,12 @@ path first with ``--tiny`` (toy models, seconds). What one run measures, in one 
   65 536-prototype head; ViT-L/14 with drop path 0.4, separate DINO and iBOT heads of 131 072
   prototypes (bottleneck 384), Sinkhorn-Knopp targets.
 * For each model and mode (``eager``; ``compiled``: the module's ``compile=True``, i.e.
-  ``configure_model`` -> ``training/compile.py``'s per-block ``torch.compile``), vanilla and
+  ``configure_model`` -> ``models/compile.py``'s per-block ``torch.compile``), vanilla and
   ``paper`` run interleaved round by round (order reversed every other round), ``--steps_per_round``
   steps per round. Per configuration: seconds per step and images/s (medians over rounds), model
   FLOP/s and MFU, peak memory; and ``time_ratio_paper_vs_vanilla``, the median of the per-round
   ratios (as ``backbone.py``).
-* One DDP step and one FSDP step (``training/fsdp.py``'s ``BlockFSDPStrategy``) through
+* One DDP step and one FSDP step (``distributed/fsdp.py``'s ``BlockFSDPStrategy``) through
   Lightning's ``Trainer`` on the same device, world size 1 (``torch.distributed`` initialised
   here from a file store: nccl on CUDA, gloo on the CPU), eager, ``paper``, the last model of
   ``--models``: they prove those paths run; step time is the median interval between consecutive
@@ -72,12 +72,12 @@ from backbone import paired_ratio  # same folder: run as a script
 from lightning.pytorch import Callback, LightningDataModule, Trainer
 from torch.utils.data import DataLoader, Dataset
 
+from clsvit_lightning.cpu_allocator import keep_freed_memory
 from clsvit_lightning.data.transforms.masking import BlockMaskGenerator, stratified_masks
+from clsvit_lightning.distributed.fsdp import BlockFSDPStrategy
 from clsvit_lightning.models import VisionTransformer, vit_large, vit_small
+from clsvit_lightning.models.compile import compile_blocks
 from clsvit_lightning.tasks.dinov2_pretraining import DINOv2Pretraining
-from clsvit_lightning.training.compile import compile_blocks
-from clsvit_lightning.training.cpu_allocator import keep_freed_memory
-from clsvit_lightning.training.fsdp import BlockFSDPStrategy
 
 VARIANTS = ("vanilla", "paper")
 MODES = ("eager", "compiled")  # eager first: compiling is in place, one module serves both modes

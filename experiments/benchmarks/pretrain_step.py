@@ -23,11 +23,11 @@ import numpy as np
 import torch
 from torch.profiler import ProfilerActivity, profile, record_function
 
+from clsvit_lightning.cpu_allocator import keep_freed_memory
 from clsvit_lightning.data.transforms.masking import BlockMaskGenerator, stratified_masks
 from clsvit_lightning.losses import DINOLoss
 from clsvit_lightning.models import vit_small
 from clsvit_lightning.tasks.dinov2_pretraining import DINOv2Pretraining
-from clsvit_lightning.training.cpu_allocator import keep_freed_memory
 from clsvit_lightning.training.param_groups import build_param_groups
 
 
@@ -107,7 +107,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args()
-    malloc_tuning = keep_freed_memory()  # as `clsvit` does (training/cpu_allocator.py)
+    malloc_tuning = keep_freed_memory()  # as `clsvit` does (clsvit_lightning/cpu_allocator.py)
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)

@@ -19,8 +19,8 @@ import statistics
 import torch
 from backbone import make_steps, model_arguments, paired_ratio, time_call  # same folder: run as a script
 
+from clsvit_lightning.cpu_allocator import keep_freed_memory
 from clsvit_lightning.models import SIZES
-from clsvit_lightning.training.cpu_allocator import keep_freed_memory
 
 
 def main() -> None:

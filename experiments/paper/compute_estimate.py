@@ -9,7 +9,7 @@ GPU-hours = images processed x training FLOPs per image / (peak bf16 FLOP/s x MF
   OFFICIAL_EPOCH_LENGTH) and the dataset has that many batches, else one pass over the training set
   (DeiT III). Pretraining data is ImageNet-1k (the configs' ImageFolder layout; the paper's data is
   not known).
-* FLOPs per image: the backbone's forward FLOPs (``VisionTransformer.flops_per_image``, the same count as
+* FLOPs per image: the backbone's forward FLOPs (``count_flops_per_image``, the same count as
   ``clsvit summary``: matmuls, convolutions, attention) at each crop size, plus the projection heads.
   DINOv2: student on 2 global + n local crops, forward + backward = 3 x forward; EMA teacher forward on
   the 2 global crops; DINO head on every crop's [CLS], iBOT head on the expected masked patches
@@ -37,7 +37,12 @@ import torch
 import yaml
 from torch.utils.flop_counter import FlopCounterMode
 
-from clsvit_lightning.models import VisionTransformer
+from clsvit_lightning.models import (
+    VisionTransformer,
+    count_flops_per_image,
+    count_parameters,
+    count_training_flops_per_image,
+)
 from clsvit_lightning.models.dino_head import DINOHead
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -88,7 +93,7 @@ def _cached_flops(config: str, height: int, width: int) -> float:
     # Runs share architectures and crop sizes; counting each once keeps the script to seconds.
     with torch.device("meta"):
         model = VisionTransformer(**json.loads(config))
-    return float(model.flops_per_image((height, width)))
+    return float(count_flops_per_image(model, (height, width)))
 
 
 def student_forward_flops(model: VisionTransformer, side: int, batch: int) -> float:
@@ -96,7 +101,7 @@ def student_forward_flops(model: VisionTransformer, side: int, batch: int) -> fl
     runs each block's branches on part of the batch (``Block.work_fraction``), the patch
     embedding on all of it."""
     side = model.patch_size * math.ceil(side / model.patch_size)
-    return model.training_flops_per_image(batch, side, forward_flops=forward_flops(model, side))
+    return count_training_flops_per_image(model, batch, side, forward_flops=forward_flops(model, side))
 
 
 @functools.cache
@@ -196,8 +201,8 @@ def estimate(gpu: str, mfu: float) -> dict:
         evals = {key: evaluation_flops(value, model) / rate / 3600 for key, value in spec["evaluations"].items()}
         runs[name] = {
             "recipe": run["recipe"],
-            "params_M": model.parameter_count().total / 1e6,
-            "overhead_pct": 100 * model.parameter_count().overhead,
+            "params_M": count_parameters(model).total / 1e6,
+            "overhead_pct": 100 * count_parameters(model).overhead,
             "epochs": epochs,
             "global_batch": global_batch,
             "iterations": iterations,

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from clsvit_lightning.analysis import IMAGENET_MEAN, IMAGENET_STD, find_images, load_images
+from clsvit_lightning.analysis import find_images, load_images
+from clsvit_lightning.data.transforms.tensors import IMAGENET_MEAN, IMAGENET_STD
 
 
 def write_images(folder):

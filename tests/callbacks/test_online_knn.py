@@ -71,7 +71,7 @@ def test_online_knn_checks_its_options(root):
 def test_an_epoch_cut_short_by_a_requeue_is_evaluated_after_the_restart_not_now(tmp_path):
     from types import SimpleNamespace
 
-    from clsvit_lightning.ops.slurm_requeue import StepBoundaryRequeue
+    from clsvit_lightning.callbacks.slurm_requeue import StepBoundaryRequeue
 
     requeue = StepBoundaryRequeue(only_under_slurm=False)
     callback = OnlineKNN(str(tmp_path), every_n_epochs=1)

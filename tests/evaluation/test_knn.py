@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from clsvit_lightning.evaluation.knn import knn_classify, knn_scores
+from clsvit_lightning.evaluation.knn import knn_classify, knn_scores, merge_neighbours, weighted_vote
 
 
 def brute_force_knn(train, train_labels, queries, k, temperature, num_classes):
@@ -49,3 +49,35 @@ def test_k_larger_than_the_train_set_is_skipped_and_bad_shapes_are_refused():
         knn_scores(train, labels, torch.randn(3, 5), k=2)
     with pytest.raises(ValueError, match="k=0 must be between 1 and"):
         knn_scores(train, labels, torch.randn(3, 4), k=0)
+
+
+def test_merging_per_shard_top_k_lists_gives_the_global_top_k():
+    generator = torch.Generator().manual_seed(0)
+    bank = torch.nn.functional.normalize(torch.randn(50, 8, generator=generator), dim=1)
+    labels = torch.randint(0, 5, (50,), generator=generator)
+    queries = torch.nn.functional.normalize(torch.randn(7, 8, generator=generator), dim=1)
+    k, shards = 10, [range(0, 17), range(17, 30), range(30, 50)]
+    per_shard = [(queries @ bank[list(s)].T).topk(k, dim=1) for s in shards]
+    similarities = torch.stack([top.values for top in per_shard])  # [S, Q, k]
+    shard_labels = torch.stack([labels[list(s)][top.indices] for s, top in zip(shards, per_shard, strict=True)])
+    merged_similarities, merged_labels = merge_neighbours(similarities, shard_labels, k)
+    direct = (queries @ bank.T).topk(k, dim=1)
+    torch.testing.assert_close(merged_similarities, direct.values)
+    assert torch.equal(merged_labels, labels[direct.indices])
+    # And the vote over the merged list is knn_scores' over the whole bank.
+    torch.testing.assert_close(
+        weighted_vote(merged_similarities, merged_labels, 5, 0.07),
+        knn_scores(bank, labels, queries, k, 0.07, 5),
+        rtol=1e-5,
+        atol=0,
+    )
+
+
+def test_weighted_vote_sums_each_classs_neighbour_weights():
+    similarities = torch.tensor([[0.9, 0.5, 0.1], [0.2, 0.2, -0.3]])
+    labels = torch.tensor([[2, 0, 2], [1, 1, 1]])
+    expected = np.zeros((2, 3))
+    for q in range(2):
+        for s, y in zip(similarities[q].tolist(), labels[q].tolist(), strict=True):
+            expected[q, y] += np.exp(s / 0.07)
+    np.testing.assert_allclose(weighted_vote(similarities, labels, 3, 0.07).numpy(), expected, rtol=1e-6)

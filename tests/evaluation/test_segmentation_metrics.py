@@ -17,7 +17,7 @@ from clsvit_lightning.evaluation.segmentation_metrics import (
     scores_from_confusion_matrix,
     write_per_class_csv,
 )
-from clsvit_lightning.tasks.dense_base import distributed_padding_mask
+from clsvit_lightning.tasks.common import sampler_padding_mask
 
 NUM_CLASSES, IGNORE = 6, 255
 
@@ -129,7 +129,7 @@ def test_padding_mask_counts_each_sample_once():
     kept = []
     for rank in range(world_size):
         indices = list(DistributedSampler(range(num_samples), num_replicas=world_size, rank=rank, shuffle=False))
-        padded = distributed_padding_mask(torch.arange(len(indices)), num_samples, world_size, rank)
+        padded = sampler_padding_mask(torch.arange(len(indices)), num_samples, world_size, rank)
         kept += [index for index, is_pad in zip(indices, padded.tolist(), strict=True) if not is_pad]
     assert sorted(kept) == list(range(num_samples))
 
@@ -143,7 +143,7 @@ def _worker(rank, init_file, preds, targets, out):
     try:
         sampler = DistributedSampler(range(len(preds)), num_replicas=WORLD_SIZE, rank=rank, shuffle=False)
         indices = list(sampler)
-        padded = distributed_padding_mask(torch.arange(len(indices)), len(preds), WORLD_SIZE, rank)
+        padded = sampler_padding_mask(torch.arange(len(indices)), len(preds), WORLD_SIZE, rank)
         metric = SegmentationMetrics(NUM_CLASSES)
         for index, is_pad in zip(indices, padded.tolist(), strict=True):
             target = torch.from_numpy(targets[index])[None]

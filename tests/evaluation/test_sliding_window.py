@@ -92,7 +92,7 @@ from clsvit_lightning.evaluation.sliding_window import (  # noqa: E402
     separable_slide_inference,
 )
 from clsvit_lightning.models import VisionTransformer  # noqa: E402
-from clsvit_lightning.tasks.dense_heads import BNConvHead, DenseFeatures, DensePredictor  # noqa: E402
+from clsvit_lightning.models.heads import BNConvHead, DenseFeatures, DensePredictor  # noqa: E402
 
 
 @pytest.mark.parametrize(("out_size", "in_size"), [(64, 4), (75, 5), (30, 30), (7, 12), (1, 3)])

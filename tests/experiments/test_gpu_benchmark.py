@@ -3,7 +3,7 @@
 The figures themselves (MFU, ratios) are only meaningful on a GPU; here only their presence, sign
 and finiteness are checked. Compiled mode uses dynamo's ``eager`` backend: the blocks are traced
 (full graph) and recompiled per crop size and mode as under inductor, without inductor's C++
-compilation, which takes minutes on the CPU (tests/speed/test_compile.py covers inductor).
+compilation, which takes minutes on the CPU (tests/models/test_compile.py covers inductor).
 """
 
 import json

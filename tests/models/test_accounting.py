@@ -1,7 +1,15 @@
 import pytest
 import torch
 
-from clsvit_lightning.models import COMPONENTS, VisionTransformer, count_parameters, vit_large, vit_small
+from clsvit_lightning.models import (
+    COMPONENTS,
+    VisionTransformer,
+    count_flops_per_image,
+    count_parameters,
+    count_training_flops_per_image,
+    vit_large,
+    vit_small,
+)
 
 
 def on_meta(factory, **kwargs):
@@ -14,7 +22,7 @@ def on_meta(factory, **kwargs):
 def test_specialization_adds_no_flops(spec, num_registers):
     vanilla = on_meta(vit_small, num_registers=num_registers)
     specialized = on_meta(vit_small, num_registers=num_registers, specialization=spec)
-    flops_vanilla, flops_specialized = vanilla.flops_per_image(), specialized.flops_per_image()
+    flops_vanilla, flops_specialized = count_flops_per_image(vanilla), count_flops_per_image(specialized)
     assert abs(flops_specialized / flops_vanilla - 1) <= 0.005
     assert flops_specialized == flops_vanilla  # every token goes through exactly one path
 
@@ -22,7 +30,7 @@ def test_specialization_adds_no_flops(spec, num_registers):
 def test_registers_on_the_patch_path_cost_at_most_the_tiny_prefix_group_twice():
     vanilla = on_meta(vit_small, num_registers=4)
     routed = on_meta(vit_small, num_registers=4, specialization="paper;registers_path:patch")
-    assert 0 <= routed.flops_per_image() / vanilla.flops_per_image() - 1 <= 0.005
+    assert 0 <= count_flops_per_image(routed) / count_flops_per_image(vanilla) - 1 <= 0.005
 
 
 def test_flops_match_the_textbook_formula():
@@ -30,22 +38,31 @@ def test_flops_match_the_textbook_formula():
     dim, tokens, patches, depth = 64, 1 + 2 + 16, 16, 2
     per_block = 2 * tokens * (3 * dim * dim + dim * dim + 2 * 4 * dim * dim) + 2 * 2 * tokens * tokens * dim
     patch_embed = 2 * patches * 3 * 16 * 16 * dim
-    assert model.flops_per_image() == depth * per_block + patch_embed
-    assert model.flops_per_image(img_size=(32, 64)) < model.flops_per_image()
+    assert count_flops_per_image(model) == depth * per_block + patch_embed
+    assert count_flops_per_image(model, img_size=(32, 64)) < count_flops_per_image(model)
 
 
 def test_overhead_of_the_paper_preset_matches_hand_counted_parameters():
     dim, depth = 384, 12
     qkv = 3 * dim * dim + 3 * dim
     extra = 4 * qkv + depth * (2 * 2 * dim + 2 * dim) + 2 * dim  # qkv x 4, norms + ls per block, final norm
-    count = on_meta(vit_small, specialization="paper").parameter_count()
+    count = count_parameters(on_meta(vit_small, specialization="paper"))
     assert count.total - count.unspecialized == extra
-    assert count.unspecialized == on_meta(vit_small).parameter_count().total
+    assert count.unspecialized == count_parameters(on_meta(vit_small)).total
     assert count.overhead == pytest.approx(0.0832, abs=5e-4)  # the paper reports about +8 %
-    large = on_meta(vit_large, patch_size=14, specialization="paper").parameter_count()
+    large = count_parameters(on_meta(vit_large, patch_size=14, specialization="paper"))
     assert large.overhead == pytest.approx(0.0836, abs=5e-4)
 
 
 def test_count_parameters_of_a_vanilla_model_has_zero_overhead():
     count = count_parameters(VisionTransformer(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2))
     assert count.overhead == 0.0 and count.total == count.unspecialized
+
+
+def test_training_flops_count_only_the_samples_that_batch_subset_stochastic_depth_keeps():
+    model = VisionTransformer(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2, drop_path_rate=0.5)
+    forward = count_flops_per_image(model)
+    embed = 2 * 16 * (3 * 8 * 8) * 32  # the patch convolution runs on every image
+    # Batch 4 at rate 0.5: each block's branches run on 2 of the 4 images.
+    assert count_training_flops_per_image(model, batch_size=4) == embed + (forward - embed) / 2
+    assert count_training_flops_per_image(model, batch_size=1) == forward  # at batch 1 the branch always runs

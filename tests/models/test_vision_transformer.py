@@ -3,7 +3,7 @@ import torch
 import torch.nn.functional as F
 
 from clsvit_lightning.models import VisionTransformer, vit_base, vit_giant, vit_large, vit_small, vit_tiny
-from clsvit_lightning.models.token_ops import LayerScale
+from clsvit_lightning.models.specialized_layers import LayerScale
 from tests.models.reference_vit import reference_forward
 
 
@@ -275,3 +275,9 @@ def test_gradients_reach_both_paths_of_a_specialized_model():
         if name == "mask_token":
             continue
         assert parameter.grad is not None and parameter.grad.abs().sum() > 0, name
+
+
+def test_patch_tokens_enter_the_blocks_contiguous():
+    # The conv's [B, D, h, w] output read as [B, N, D] is a transposed view; copied once, up front.
+    prefix, patches = tiny(num_registers=1).prepare_tokens(torch.randn(2, 3, 32, 32))
+    assert patches.is_contiguous() and prefix.is_contiguous()

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from clsvit_lightning.ops.slurm_requeue import StepBoundaryRequeue, hpc_checkpoints
+from clsvit_lightning.callbacks.slurm_requeue import StepBoundaryRequeue, hpc_checkpoints
 
 REPO = Path(__file__).resolve().parents[2]
 JOB_ID = "4242"

@@ -14,7 +14,7 @@ import yaml
 
 from clsvit_lightning.cli import run
 from clsvit_lightning.ops.sweep_config import expand, load_sweep, render_command
-from clsvit_lightning.ops.sweep_runner import parse_sweep_run_args
+from clsvit_lightning.study.sweep import parse_sweep_run_args
 
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED = REPO / "experiments/sweeps/specialization.yaml"

@@ -9,9 +9,10 @@ import yaml
 from lightning.pytorch import LightningDataModule, LightningModule
 from lightning.pytorch.cli import LightningCLI
 
+from clsvit_lightning.callbacks import SaveConfigToLoggers
+from clsvit_lightning.callbacks.save_config import RUN_CONFIG_NAME
 from clsvit_lightning.cli import run
-from clsvit_lightning.ops import SaveConfigToLoggers, has_wandb_credentials, resolve_wandb_mode
-from clsvit_lightning.ops.save_config import RUN_CONFIG_NAME
+from clsvit_lightning.ops import has_wandb_credentials, resolve_wandb_mode
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = ["--config", str(REPO / "tests/ops/tiny_pretrain.yaml"), "--config", str(REPO / "configs/logging/wandb.yaml")]

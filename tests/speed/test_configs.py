@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from clsvit_lightning.cli import run
-from clsvit_lightning.training.fsdp import BlockFSDPStrategy
+from clsvit_lightning.distributed.fsdp import BlockFSDPStrategy
 
 OVERLAYS = sorted(Path("configs/pretrain/speed").glob("*.yaml"))
 
@@ -21,7 +21,7 @@ def test_overlay_parses_over_the_recipe(overlay, capsys):
     if "compile" in expected.get("model", {}).get("init_args", {}):
         assert config["model"]["init_args"]["compile"] is True
     if "strategy" in expected.get("trainer", {}):
-        assert config["trainer"]["strategy"]["class_path"] == "clsvit_lightning.training.fsdp.BlockFSDPStrategy"
+        assert config["trainer"]["strategy"]["class_path"] == "clsvit_lightning.distributed.fsdp.BlockFSDPStrategy"
 
 
 def test_strategy_from_the_cli_gets_the_block_policies():

@@ -5,8 +5,8 @@ import math
 import pytest
 
 from clsvit_lightning.cli import run
-from clsvit_lightning.study.pipeline import RunResult, mean_std
-from clsvit_lightning.study.report import markdown_table, write_report
+from clsvit_lightning.study.pipeline import RunResult
+from clsvit_lightning.study.report import markdown_table, mean_std, write_report
 
 
 def result(spec, seed, miou, knn):

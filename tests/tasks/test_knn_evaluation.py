@@ -4,12 +4,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 from lightning.pytorch import LightningDataModule, Trainer
-from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
+from torch.utils.data import DataLoader, TensorDataset
 
 from clsvit_lightning.cli import run
-from clsvit_lightning.evaluation.knn import knn_classify, knn_scores
+from clsvit_lightning.evaluation.knn import knn_classify, weighted_vote
 from clsvit_lightning.models import VisionTransformer
-from clsvit_lightning.tasks.knn_evaluation import KNNEvaluation, merge_neighbours, samples_on_rank, weighted_vote
+from clsvit_lightning.tasks.knn_evaluation import KNNEvaluation
 from clsvit_lightning.tasks.supervised import DeiT3Supervised
 from tests.tasks.test_supervised import write_image_folder
 
@@ -80,39 +80,6 @@ def test_neighbours_are_searched_in_fp32_under_mixed_precision():
     assert similarities.dtype == torch.float32
     torch.testing.assert_close(similarities, expected.values, rtol=0, atol=0)
     assert torch.equal(labels, module.bank_labels[expected.indices])
-
-
-def test_merging_per_shard_top_k_lists_gives_the_global_top_k():
-    generator = torch.Generator().manual_seed(0)
-    bank = torch.nn.functional.normalize(torch.randn(50, 8, generator=generator), dim=1)
-    labels = torch.randint(0, 5, (50,), generator=generator)
-    queries = torch.nn.functional.normalize(torch.randn(7, 8, generator=generator), dim=1)
-    k, shards = 10, [range(0, 17), range(17, 30), range(30, 50)]
-    per_shard = [(queries @ bank[list(s)].T).topk(k, dim=1) for s in shards]
-    similarities = torch.stack([top.values for top in per_shard])  # [S, Q, k]
-    shard_labels = torch.stack([labels[list(s)][top.indices] for s, top in zip(shards, per_shard, strict=True)])
-    merged_similarities, merged_labels = merge_neighbours(similarities, shard_labels, k)
-    direct = (queries @ bank.T).topk(k, dim=1)
-    torch.testing.assert_close(merged_similarities, direct.values)
-    assert torch.equal(merged_labels, labels[direct.indices])
-    # And the vote over the merged list is knn_scores' over the whole bank.
-    torch.testing.assert_close(
-        weighted_vote(merged_similarities, merged_labels, 5, 0.07),
-        knn_scores(bank, labels, queries, k, 0.07, 5),
-        rtol=1e-5,
-        atol=0,
-    )
-
-
-@pytest.mark.parametrize(("length", "world_size"), [(13, 4), (12, 4), (3, 5), (10, 1)])
-def test_samples_on_rank_counts_the_distributed_samplers_real_samples(length, world_size):
-    seen = []
-    for rank in range(world_size):
-        order = list(DistributedSampler(range(length), world_size, rank, shuffle=False))
-        real = samples_on_rank(length, rank, world_size)
-        seen += order[:real]
-        assert set(order[real:]) <= set(range(length))  # the rest are padding repeats
-    assert sorted(seen) == list(range(length))
 
 
 def test_bad_options_name_themselves():

@@ -180,7 +180,12 @@ def test_linear_probe_of_a_saved_backbone_through_the_cli(tmp_path):
         assert torch.equal(module.backbone.state_dict()[key], value), key
     assert cli.trainer.global_step == 3 and len(module.heads) == 8
     assert "linear/best_top1" in cli.trainer.callback_metrics
-    assert next((tmp_path / "run").rglob("last.ckpt")).is_file()
+    last = next((tmp_path / "run").rglob("last.ckpt"))
+    # Written under the CLI (its hyper-parameters name the CLI's instantiator), it still loads alone.
+    loaded = LinearProbe.load_from_checkpoint(last)
+    assert loaded.backbone.config == module.backbone.config and loaded.heads.keys() == module.heads.keys()
+    for key, value in module.backbone.state_dict().items():
+        assert torch.equal(loaded.backbone.state_dict()[key], value), key
 
 
 def test_negative_lr_and_bad_momentum_are_refused_by_name():

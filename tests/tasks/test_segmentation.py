@@ -11,7 +11,6 @@ from torch.utils.data import DataLoader
 
 from clsvit_lightning.evaluation.segmentation_metrics import scores_from_confusion_matrix
 from clsvit_lightning.models import VisionTransformer
-from clsvit_lightning.tasks.dense_base import warmup_poly_schedule
 from clsvit_lightning.tasks.dinov2_pretraining import DINOv2Pretraining
 from clsvit_lightning.tasks.segmentation import SemanticSegmentation
 
@@ -158,19 +157,6 @@ def test_sides_not_divisible_by_the_patch_size_are_padded_and_cropped_back():
         # A single window covering the image is the whole-image pass (padding inside the window).
         model.hparams.update(inference="slide", crop_size=48, stride=32)
         torch.testing.assert_close(model.predict_probabilities(images), logits.softmax(1))
-
-
-def test_schedule_is_mmseg_poly_with_linear_warmup():
-    total, warmup, ratio = 100, 15, 1e-6
-    schedule = warmup_poly_schedule(total, warmup, ratio)
-    for step in range(total):
-        regular = (1 - step / total) ** 1.0  # mmseg PolyLrUpdaterHook(power=1, min_lr=0)
-        if step < warmup:
-            k = (1 - step / warmup) * (1 - ratio)  # mmseg get_warmup_lr("linear")
-            regular *= 1 - k
-        assert schedule[step] == pytest.approx(regular)
-    with pytest.raises(ValueError, match="set trainer.max_steps"):
-        warmup_poly_schedule(0)
 
 
 # ---------------------------------------------------------------------------- training / evaluation

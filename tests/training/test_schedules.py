@@ -8,6 +8,7 @@ from clsvit_lightning.training.schedules import (
     linear_warmup_then_constant,
     scaled_learning_rate,
     value_at,
+    warmup_poly_schedule,
 )
 
 
@@ -52,3 +53,16 @@ def test_lr_scaling_rules():
 def test_bad_schedule_lengths_are_refused():
     with pytest.raises(ValueError, match=r"freeze \(5\) \+ warmup \(10\) steps exceed the 12 total steps"):
         cosine_schedule(1.0, 0.0, total_steps=12, warmup_steps=10, freeze_steps=5)
+
+
+def test_schedule_is_mmseg_poly_with_linear_warmup():
+    total, warmup, ratio = 100, 15, 1e-6
+    schedule = warmup_poly_schedule(total, warmup, ratio)
+    for step in range(total):
+        regular = (1 - step / total) ** 1.0  # mmseg PolyLrUpdaterHook(power=1, min_lr=0)
+        if step < warmup:
+            k = (1 - step / warmup) * (1 - ratio)  # mmseg get_warmup_lr("linear")
+            regular *= 1 - k
+        assert schedule[step] == pytest.approx(regular)
+    with pytest.raises(ValueError, match="set trainer.max_steps"):
+        warmup_poly_schedule(0)

@@ -1,1 +1,1 @@
-"""Augmentation pipelines (albumentations, uint8 in and out), iBOT masking and batch collation."""
+"""Augmentation pipelines (albumentations, uint8 in and out), iBOT masking, batch collation, mixup/cutmix."""

@@ -1,0 +1,96 @@
+"""Write a backbone for this project or for another library (what ``clsvit export`` does).
+
+=============  =====================================================  ==============================
+format         what is written                                        loads with
+=============  =====================================================  ==============================
+``clsvit``     torch file ``{"model": state dict, "backbone_config"}``  ``from_pretrained``, hub
+``safetensors`` our keys, ``backbone_config`` JSON in the metadata     ``from_pretrained``, hub
+``dinov2``     a bare state dict in DINOv2's layout (= ours)           DINOv2's ``vision_transformer``
+``timm``       timm's layout (torch file, or ``.safetensors`` by name)  ``timm.create_model(...)``
+``hf``         a folder: ``config.json`` + ``model.safetensors``         ``Dinov2Model.from_pretrained``
+=============  =====================================================  ==============================
+
+The foreign formats describe DINOv2's architecture, which has one set of parameters per sub-layer:
+a specialized backbone (its [CLS]/register tokens have their own) is refused for them, with a
+message pointing to ``clsvit`` and ``safetensors``, which carry the specialization.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from clsvit_lightning.errors import ConfigError
+from clsvit_lightning.models.formats.hf_dinov2 import write_hf_folder
+from clsvit_lightning.models.formats.safetensors_file import write_safetensors
+from clsvit_lightning.models.formats.sources import METADATA_CONFIG_KEY
+from clsvit_lightning.models.formats.timm_vit import check_dinov2_layout, dinov2_to_timm, timm_create_model_call
+from clsvit_lightning.models.vision_transformer import VisionTransformer
+
+FORMATS = ("clsvit", "safetensors", "dinov2", "timm", "hf")
+_FOREIGN = {
+    "dinov2": "DINOv2's VisionTransformer",
+    "timm": "timm's VisionTransformer",
+    "hf": "transformers' Dinov2Model",
+}
+
+
+class SpecializedExportError(ConfigError):
+    """A specialized backbone asked for a format whose library has no such architecture."""
+
+
+def export_backbone(model: VisionTransformer, out: str | os.PathLike, format: str = "clsvit") -> dict[str, Any]:
+    """Write ``model``'s weights to ``out`` in ``format`` (see the table above); returns a summary
+    with ``out``, ``format``, ``keys``, ``params``, ``config`` and ``load`` (how to load it)."""
+    if format not in FORMATS:
+        raise ConfigError(f"unknown export format {format!r}; expected one of {list(FORMATS)}")
+    if format in _FOREIGN and not model.spec.is_vanilla():
+        raise SpecializedExportError(
+            f"the backbone is specialized ({model.spec.to_string()!r}: its [CLS]/register tokens have their own "
+            f"parameters in some sub-layers), and {_FOREIGN[format]} has no such architecture; export it with "
+            "--format clsvit (torch file) or --format safetensors (the specialization in its metadata), both read by "
+            "clsvit_lightning.models.from_pretrained and the hubconf entry points"
+        )
+    out = Path(out)
+    state = {key: value.detach().cpu().contiguous() for key, value in model.state_dict().items()}
+    config = dict(model.config)
+    if format != "hf":
+        out.parent.mkdir(parents=True, exist_ok=True)
+    if format == "clsvit":
+        torch.save({"model": state, "backbone_config": config}, out)
+        load = f"clsvit_lightning.models.from_pretrained({str(out)!r})"
+    elif format == "safetensors":
+        write_safetensors(out, state, {"format": "pt", METADATA_CONFIG_KEY: json.dumps(config)})
+        load = f"clsvit_lightning.models.from_pretrained({str(out)!r})"
+    elif format == "dinov2":
+        check_dinov2_layout(state, _FOREIGN["dinov2"])
+        torch.save(state, out)
+        load = (
+            f"dinov2.models.vision_transformer.DinoVisionTransformer(img_size={config['img_size']}, "
+            f"patch_size={config['patch_size']}, embed_dim={config['embed_dim']}, depth={config['depth']}, "
+            f"num_heads={config['num_heads']}, num_register_tokens={config['num_registers']}, "
+            f"init_values={config.get('layerscale_init')}, block_chunks=0).load_state_dict(torch.load({str(out)!r}))"
+        )
+    elif format == "timm":
+        state = dinov2_to_timm(state)
+        if out.suffix == ".safetensors":
+            write_safetensors(out, state, {"format": "pt"})
+        else:
+            torch.save(state, out)
+        load = timm_create_model_call(config, str(out))
+    else:
+        state = write_hf_folder(out, state, config)
+        architecture = "Dinov2WithRegistersModel" if config["num_registers"] else "Dinov2Model"
+        load = f"transformers.{architecture}.from_pretrained({str(out)!r})"
+    return {
+        "out": str(out),
+        "format": format,
+        "keys": len(state),
+        "params": int(sum(value.numel() for value in state.values())),
+        "config": config,
+        "load": load,
+    }

@@ -1,0 +1,122 @@
+"""SwiGLU feed-forward layers: DINOv3's (``w1``, ``w2``, ``w3``) and DINOv2's packed one (``w12``, ``w3``).
+
+``w3(silu(w1 x) * w2 x)`` (Shazeer 2020, "GLU Variants Improve Transformer"). Two input matrices
+instead of one, so to keep the parameter count of an MLP of hidden size ``h``, the hidden size is
+``2h/3``, rounded up to a multiple of ``align_to`` (``dinov3/layers/ffn_layers.py: SwiGLUFFN``;
+DINOv2's ``SwiGLUFFNFused`` computes the same with 8). ``h`` is ``int(embed_dim * ffn_ratio)``.
+The published sizes:
+
+=============  =========  =========  ===========  =================  ==============
+model          embed_dim  ffn_ratio  ffn_layer    h                  hidden
+=============  =========  =========  ===========  =================  ==============
+DINOv3 S+      384        6          swiglu       2304               1536
+DINOv3 L+      1024       6          swiglu       6144               4096
+DINOv3 H+      1280       6          swiglu       7680               5120
+DINOv3 7B      4096       3          swiglu64     12288              8192
+DINOv2 g       1536       4          swiglufused  6144               4096
+=============  =========  =========  ===========  =================  ==============
+"""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from clsvit_lightning.errors import ConfigError
+
+# DINOv3's `ffn_layer` names for SwiGLU and the multiple each rounds the hidden size up to.
+SWIGLU_ALIGN = {"swiglu": 8, "swiglu32": 32, "swiglu64": 64, "swiglu128": 128}
+
+
+def swiglu_hidden_features(hidden_features: int, align_to: int = 8) -> int:
+    """``int(hidden_features * 2 / 3)`` rounded up to a multiple of ``align_to``."""
+    if align_to < 1:
+        raise ConfigError(f"SwiGLU align_to must be >= 1, got {align_to}")
+    reduced = int(hidden_features * 2 / 3)
+    return reduced + (-reduced % align_to)
+
+
+def swiglu_align(ffn_layer: str) -> int:
+    """The ``align_to`` of a DINOv3 ``ffn_layer`` name (``"swiglu"``: 8, ``"swiglu64"``: 64, ...)."""
+    if ffn_layer not in SWIGLU_ALIGN:
+        raise ConfigError(f"unknown SwiGLU ffn_layer {ffn_layer!r}; expected one of {sorted(SWIGLU_ALIGN)}")
+    return SWIGLU_ALIGN[ffn_layer]
+
+
+def _linear(in_features: int, out_features: int, bias: bool) -> nn.Linear:
+    linear = nn.Linear(in_features, out_features, bias=bias)
+    nn.init.trunc_normal_(linear.weight, std=0.02)  # DINOv2/DINOv3 init of every Linear
+    if linear.bias is not None:
+        nn.init.zeros_(linear.bias)
+    return linear
+
+
+class SwiGLUFFN(nn.Module):
+    """DINOv3's SwiGLU: ``w3(silu(w1(x)) * w2(x))`` with separate ``w1``, ``w2`` (``[hidden, D]``) and ``w3``.
+
+    ``hidden_features`` is the MLP-equivalent size ``h``; the layer's own hidden size is
+    :func:`swiglu_hidden_features` ``(h, align_to)`` (``self.hidden_features``).
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        hidden_features: int,
+        out_features: int | None = None,
+        bias: bool = True,
+        align_to: int = 8,
+    ) -> None:
+        super().__init__()
+        out_features = out_features or in_features
+        self.hidden_features = swiglu_hidden_features(hidden_features, align_to)
+        self.w1 = _linear(in_features, self.hidden_features, bias)
+        self.w2 = _linear(in_features, self.hidden_features, bias)
+        self.w3 = _linear(self.hidden_features, out_features, bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.w3(self.hidden(x))
+
+    def hidden(self, x: Tensor) -> Tensor:
+        """``silu(w1(x)) * w2(x)``: the input of ``w3`` ``[..., hidden]``."""
+        return F.silu(self.w1(x)) * self.w2(x)
+
+
+class PackedSwiGLUFFN(nn.Module):
+    """DINOv2's SwiGLU (``dinov2/layers/swiglu_ffn.py``): ``w12`` packs ``w1`` over ``w2`` (``[2 hidden, D]``).
+
+    Same function and hidden size as :class:`SwiGLUFFN`; only the parameter layout (and names)
+    differ: ``w12.weight == cat([w1.weight, w2.weight])`` (see :func:`unpack_w12`).
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        hidden_features: int,
+        out_features: int | None = None,
+        bias: bool = True,
+        align_to: int = 8,
+    ) -> None:
+        super().__init__()
+        out_features = out_features or in_features
+        self.hidden_features = swiglu_hidden_features(hidden_features, align_to)
+        self.w12 = _linear(in_features, 2 * self.hidden_features, bias)
+        self.w3 = _linear(self.hidden_features, out_features, bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.w3(self.hidden(x))
+
+    def hidden(self, x: Tensor) -> Tensor:
+        gate, value = self.w12(x).chunk(2, dim=-1)  # [..., 2 hidden] -> 2 x [..., hidden]
+        return F.silu(gate) * value
+
+
+def unpack_w12(state: dict[str, Tensor], prefix: str) -> dict[str, Tensor]:
+    """Rename a packed ``{prefix}w12.*`` into ``{prefix}w1.*`` and ``{prefix}w2.*`` (a new dict; ``w3`` kept)."""
+    out = {}
+    for key, value in state.items():
+        if key.startswith(f"{prefix}w12."):
+            name = key.removeprefix(f"{prefix}w12.")
+            out[f"{prefix}w1.{name}"], out[f"{prefix}w2.{name}"] = value.chunk(2, dim=0)
+        else:
+            out[key] = value
+    return out

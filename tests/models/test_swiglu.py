@@ -1,0 +1,97 @@
+"""SwiGLU feed-forward layers (``models/swiglu.py``): the hidden-size rule and both parameter layouts."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from clsvit_lightning.errors import ConfigError
+from clsvit_lightning.models.swiglu import (
+    PackedSwiGLUFFN,
+    SwiGLUFFN,
+    swiglu_align,
+    swiglu_hidden_features,
+    unpack_w12,
+)
+
+
+@pytest.mark.parametrize(
+    ("model", "embed_dim", "ffn_ratio", "ffn_layer", "hidden"),
+    [
+        ("DINOv3 vits16plus", 384, 6, "swiglu", 1536),
+        ("DINOv3 vitl16plus", 1024, 6, "swiglu", 4096),
+        ("DINOv3 vith16plus", 1280, 6, "swiglu", 5120),
+        ("DINOv3 vit7b16", 4096, 3, "swiglu64", 8192),
+        ("DINOv2 vitg14", 1536, 4, "swiglu", 4096),
+    ],
+)
+def test_published_hidden_sizes(model, embed_dim, ffn_ratio, ffn_layer, hidden):
+    assert swiglu_hidden_features(int(embed_dim * ffn_ratio), swiglu_align(ffn_layer)) == hidden, model
+    ffn = SwiGLUFFN(64, int(64 * ffn_ratio), align_to=swiglu_align(ffn_layer))
+    assert ffn.hidden_features == swiglu_hidden_features(int(64 * ffn_ratio), swiglu_align(ffn_layer))
+
+
+def test_hidden_size_rule_rounds_two_thirds_up():
+    # int(100 * 2 / 3) = 66, then the next multiple of align_to.
+    assert [swiglu_hidden_features(100, align) for align in (1, 8, 32, 64, 128)] == [66, 72, 96, 128, 128]
+    assert swiglu_hidden_features(96, 8) == 64  # already aligned: unchanged
+    assert {name: swiglu_align(name) for name in ("swiglu", "swiglu32", "swiglu64", "swiglu128")} == {
+        "swiglu": 8,
+        "swiglu32": 32,
+        "swiglu64": 64,
+        "swiglu128": 128,
+    }
+    with pytest.raises(ConfigError, match="unknown SwiGLU ffn_layer 'swiglu16'"):
+        swiglu_align("swiglu16")
+
+
+def test_dinov3_layout_and_formula():
+    ffn = SwiGLUFFN(16, 48)  # hidden int(32) -> 32
+    assert {k: tuple(v.shape) for k, v in ffn.state_dict().items()} == {
+        "w1.weight": (32, 16), "w1.bias": (32,),
+        "w2.weight": (32, 16), "w2.bias": (32,),
+        "w3.weight": (16, 32), "w3.bias": (16,),
+    }  # fmt: skip
+    with torch.no_grad():
+        for linear in (ffn.w1, ffn.w2, ffn.w3):
+            linear.bias.normal_()
+    x = torch.randn(2, 5, 16)
+    w1, w2, w3 = ffn.w1, ffn.w2, ffn.w3
+    gate = x @ w1.weight.T + w1.bias
+    expected = (gate * torch.sigmoid(gate) * (x @ w2.weight.T + w2.bias)) @ w3.weight.T + w3.bias
+    torch.testing.assert_close(ffn(x), expected)
+    assert not SwiGLUFFN(16, 48, bias=False).state_dict().keys() & {"w1.bias", "w2.bias", "w3.bias"}
+    assert SwiGLUFFN(16, 48, out_features=8).w3.out_features == 8
+
+
+def test_packed_dinov2_layout_computes_the_same_function():
+    packed = PackedSwiGLUFFN(16, 48)
+    assert {k: tuple(v.shape) for k, v in packed.state_dict().items()} == {
+        "w12.weight": (64, 16), "w12.bias": (64,), "w3.weight": (16, 32), "w3.bias": (16,),
+    }  # fmt: skip
+    with torch.no_grad():
+        packed.w12.bias.normal_()
+    separate = SwiGLUFFN(16, 48)
+    separate.load_state_dict(unpack_w12(packed.state_dict(), prefix=""))
+    x = torch.randn(3, 16)
+    torch.testing.assert_close(separate(x), packed(x))
+    # w1 is the gate (the silu side): the first half of w12.
+    torch.testing.assert_close(separate.w1.weight, packed.w12.weight[:32])
+
+
+def test_unpack_w12_renames_only_the_given_prefix():
+    state = {"blocks.0.mlp.w12.weight": torch.randn(8, 3), "blocks.0.mlp.w3.weight": torch.randn(3, 4)}
+    out = unpack_w12(state, "blocks.0.mlp.")
+    assert sorted(out) == ["blocks.0.mlp.w1.weight", "blocks.0.mlp.w2.weight", "blocks.0.mlp.w3.weight"]
+    assert torch.equal(
+        torch.cat([out["blocks.0.mlp.w1.weight"], out["blocks.0.mlp.w2.weight"]]), state["blocks.0.mlp.w12.weight"]
+    )
+
+
+def test_matches_the_reference_ffn():
+    from tests.models.dinov3_reference import _ffn
+
+    ffn = SwiGLUFFN(16, 64, align_to=64).double()
+    x = torch.randn(2, 7, 16, dtype=torch.float64)
+    state = {f"mlp.{k}": v for k, v in ffn.state_dict().items()}
+    torch.testing.assert_close(ffn(x), _ffn(x, state, "mlp"))
+    assert torch.equal(ffn.hidden(x), F.silu(ffn.w1(x)) * ffn.w2(x))
