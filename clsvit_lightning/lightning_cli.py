@@ -27,7 +27,7 @@ from clsvit_lightning.callbacks.save_config import SaveConfigToLoggers
 from clsvit_lightning.config_files import resolve_config_args
 from clsvit_lightning.data.io import CorruptImageError, DatasetLayoutError, LabelError
 from clsvit_lightning.errors import ConfigError, find_config_error
-from clsvit_lightning.models.checkpoint import read_checkpoint
+from clsvit_lightning.models.checkpoint_files import read_checkpoint
 from clsvit_lightning.models.specialization import Specialization
 
 SUBCOMMANDS = ("fit", "validate", "test", "predict")

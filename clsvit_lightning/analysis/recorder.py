@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from clsvit_lightning.analysis import statistics as stats
 from clsvit_lightning.models import Specialization
 
-SCHEMA_VERSION = 2  # 2: channels_pre (channel magnitudes entering each norm)
+SCHEMA_VERSION = 3  # 2: channels_pre (channel magnitudes entering each norm); 3: model.position_encoding, ffn_layer
 
 
 @dataclass
@@ -104,6 +104,8 @@ def _model_entry(model: nn.Module) -> dict:
         "num_prefix_tokens": model.num_prefix_tokens,
         "num_prefix_path_tokens": getattr(model, "num_prefix_path_tokens", model.num_prefix_tokens),
         "num_parameters": sum(p.numel() for p in model.parameters()),
+        "position_encoding": "rope" if getattr(model, "rope_embed", None) is not None else "learned",
+        "ffn_layer": getattr(model, "config", {}).get("ffn_layer", "mlp"),
     }
 
 
@@ -141,11 +143,12 @@ def analyze_backbone(
 
     def attention_hook(index: int):
         def hook(module, args):
-            prefix, patches = args
+            prefix, patches, *rest = args
+            rope = rest[0] if rest else None  # DINOv3: the patches' (sin, cos), the same for every image
             # One image at a time: the full [heads, T, T] matrix of a large input is big, and only
             # the [CLS] row is kept.
             rows = [
-                module.attention_probs(prefix[i : i + 1], patches[i : i + 1])[:, :, :1]  # [1, heads, 1, T]
+                module.attention_probs(prefix[i : i + 1], patches[i : i + 1], rope)[:, :, :1]  # [1, heads, 1, T]
                 for i in range(prefix.shape[0])
             ]
             probs = torch.cat(rows)  # [B, heads, 1, T]

@@ -9,13 +9,15 @@ computed within each image and averaged over the images; `register_patch` and
 
 | key | meaning |
 |---|---|
-| `schema_version` | format version of this file (1) |
+| `schema_version` | format version of this file (3) |
 | `model.specialization` | spec string of the model, explicit block ranges (`Specialization.parse` reads it) |
 | `model.patch_size`, `model.embed_dim`, `model.depth`, `model.num_heads`, `model.qkv_bias` | architecture |
 | `model.num_registers` | register tokens `R` |
 | `model.num_prefix_tokens` | tokens before the patches in the sequence (`1 + R`) |
 | `model.num_prefix_path_tokens` | tokens taking the prefix parameters (`1 + R`, or 1 with `registers_path:patch`) |
 | `model.num_parameters` | parameter count of the backbone |
+| `model.position_encoding` | `learned` (DINOv2's `pos_embed`) or `rope` (DINOv3; attention maps include the rotation) |
+| `model.ffn_layer` | `mlp` or a SwiGLU (`swiglu`, `swiglu64`, ...) |
 | `input.num_images`, `input.height`, `input.width` | the analysed batch |
 | `input.grid` | `[h, w]` patch grid; `input.num_patches` = `h * w` |
 | `settings.top_channels` | channels listed in `cls_specific` / `patch_specific` |
@@ -73,6 +75,8 @@ _TOP_KEYS = (
             "num_prefix_tokens",
             "num_prefix_path_tokens",
             "num_parameters",
+            "position_encoding",
+            "ffn_layer",
         )
     ]  # fmt: skip
     + [f"input.{name}" for name in ("num_images", "height", "width", "grid", "num_patches")]

@@ -4,6 +4,8 @@ Example::
 
     clsvit analyze --ckpt dinov2_vits14.pth --size small --patch_size 14 \\
         --data my_photos/ --out analysis/vits14 --img_size 448
+    clsvit analyze --ckpt dinov3_vits16_pretrain_lvd1689m.pth --size dinov3_vits16 \\
+        --data my_photos/ --out analysis/dinov3_vits16 --img_size 448
 
 Writes ``<out>/analysis.json`` (keys documented in ``clsvit_lightning/analysis/report.py``), the
 PNG figures and, with ``--advise`` (default), ``<out>/advice.json``: the advisor's ranked proposal
@@ -18,7 +20,7 @@ from typing import Any, Literal
 
 from jsonargparse import ArgumentParser
 
-from clsvit_lightning.models import SIZES
+from clsvit_lightning.models import DINOV3_SIZES, SIZES
 
 
 def build_parser() -> ArgumentParser:
@@ -28,13 +30,19 @@ def build_parser() -> ArgumentParser:
         "PNG figures and advice.json (a ranked proposal of components to specialize).",
     )
     parser.add_argument("--config", action="config", help="YAML file with any of the options below")
-    parser.add_argument("--ckpt", type=str, required=True, help="checkpoint file (DINOv2, timm or this project)")
+    parser.add_argument(
+        "--ckpt", type=str, required=True, help="checkpoint file (DINOv2, DINOv3, timm, transformers or this project)"
+    )
     parser.add_argument("--data", type=str, required=True, help="folder of .jpg/.png images (searched recursively)")
     parser.add_argument("--out", type=str, required=True, help="output folder for analysis.json and the PNGs")
     group = "model architecture (must match the checkpoint)"
-    parser.add_argument("--size", type=str, default="small", help=f"{group}: one of {sorted(SIZES)}")
+    parser.add_argument(
+        "--size", type=str, default="small", help=f"{group}: one of {sorted(SIZES)} or DINOv3's {list(DINOV3_SIZES)}"
+    )
     parser.add_argument("--patch_size", type=int, default=16, help=group)
-    parser.add_argument("--num_registers", type=int, default=0, help=group)
+    parser.add_argument(
+        "--num_registers", type=int | None, default=None, help=f"{group} (default: 0, DINOv3's sizes: their 4)"
+    )
     parser.add_argument("--specialization", type=str, default="vanilla", help=f"{group}: preset or spec string")
     parser.add_argument(
         "--model_kwargs", type=dict[str, Any], default={}, help="overrides of the size preset, e.g. {depth: 6}"
@@ -53,17 +61,26 @@ def build_parser() -> ArgumentParser:
     return parser
 
 
-def build_model(size: str, patch_size: int, num_registers: int, specialization: str, model_kwargs: dict, img_size: int):
-    """The size preset with ``model_kwargs`` overriding its fields (built on meta first: no init cost)."""
+def build_model(
+    size: str, patch_size: int, num_registers: int | None, specialization: str, model_kwargs: dict, img_size: int
+):
+    """The size preset with ``model_kwargs`` overriding its fields (built on meta first: no init cost).
+
+    A DINOv3 size keeps its 4 storage tokens unless ``num_registers`` is given.
+    """
     import torch  # noqa: PLC0415 (keep `clsvit --help` fast)
 
     from clsvit_lightning.models import VisionTransformer  # noqa: PLC0415
 
-    if size not in SIZES:
-        raise ValueError(f"--size: unknown size {size!r}; choose from {sorted(SIZES)}")
+    if size not in SIZES and size not in DINOV3_SIZES:
+        raise ValueError(f"--size: unknown size {size!r}; choose from {sorted(SIZES)} or {list(DINOV3_SIZES)}")
     side = max(img_size - img_size % patch_size, patch_size)
+    registers = {} if num_registers is None else {"num_registers": num_registers}
     with torch.device("meta"):
-        preset = SIZES[size](patch_size=patch_size, num_registers=num_registers, img_size=side)
+        if size in DINOV3_SIZES:
+            preset = DINOV3_SIZES[size](patch_size=patch_size, img_size=side, **registers)
+        else:
+            preset = SIZES[size](patch_size=patch_size, img_size=side, num_registers=num_registers or 0)
     config = {**preset.config, "specialization": specialization, **model_kwargs}
     unknown = sorted(set(model_kwargs) - set(preset.config))
     if unknown:

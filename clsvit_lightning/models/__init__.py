@@ -1,4 +1,4 @@
-"""The backbone: a Vision Transformer with layer specialization. Imports without Lightning."""
+"""The backbone: a Vision Transformer with layer specialization (DINOv2's and DINOv3's). Imports without Lightning."""
 
 from clsvit_lightning.models.accounting import (
     ParameterCount,
@@ -7,6 +7,18 @@ from clsvit_lightning.models.accounting import (
     count_training_flops_per_image,
 )
 from clsvit_lightning.models.checkpoint import CheckpointMismatchError, load_pretrained
+from clsvit_lightning.models.dinov3 import (
+    DINOV3_SIZES,
+    dinov3_backbone_config,
+    dinov3_vit,
+    dinov3_vit7b16,
+    dinov3_vitb16,
+    dinov3_vith16plus,
+    dinov3_vitl16,
+    dinov3_vitl16plus,
+    dinov3_vits16,
+    dinov3_vits16plus,
+)
 from clsvit_lightning.models.formats import FORMATS as EXPORT_FORMATS
 from clsvit_lightning.models.formats import export_backbone
 from clsvit_lightning.models.from_pretrained import from_pretrained
@@ -23,6 +35,7 @@ from clsvit_lightning.models.vision_transformer import (
 
 __all__ = [
     "COMPONENTS",
+    "DINOV3_SIZES",
     "PRESETS",
     "SIZES",
     "CheckpointMismatchError",
@@ -35,6 +48,15 @@ __all__ = [
     "export_backbone",
     "from_pretrained",
     "count_training_flops_per_image",
+    "dinov3_backbone_config",
+    "dinov3_vit",
+    "dinov3_vit7b16",
+    "dinov3_vitb16",
+    "dinov3_vith16plus",
+    "dinov3_vitl16",
+    "dinov3_vitl16plus",
+    "dinov3_vits16",
+    "dinov3_vits16plus",
     "load_pretrained",
     "vit_base",
     "vit_giant",

@@ -1,9 +1,14 @@
-"""Load DINOv2- and timm-format ViT weights into a (possibly specialized) VisionTransformer.
+"""Load DINOv2-, DINOv3- and timm-format ViT weights into a (possibly specialized) VisionTransformer.
 
 Our key names are DINOv2's, so most of the work is unwrapping and renaming:
 
 * transformers' DINOv2 (a model folder, its ``model.safetensors``, or its names):
   ``formats/hf_dinov2.py`` maps the names, joins ``query``/``key``/``value`` into ``qkv``;
+* DINOv3 (``formats/dinov3.py``): ``storage_tokens`` -> ``register_tokens``, the untied
+  ``cls_norm`` -> the specialized final norm's prefix path ``norm.prefix_*`` (the model needs the
+  ``final_norm`` specialization), the training-only ``local_cls_norm`` dropped; its RoPE periods
+  must be the model's; transformers' ``DINOv3ViTModel`` names go through ``hf_to_dinov3`` first;
+  a DINOv2 checkpoint in a DINOv3 model or the reverse is an error that says which is which;
 * wrappers: ``{"teacher": ...}``, ``{"model": ...}``, ``{"state_dict": ...}``; key prefixes
   ``module.`` and ``backbone.`` (heads such as ``dino_head.*`` beside ``backbone.*`` are dropped);
   Lightning checkpoints of this project's pretraining (``teacher.backbone.*``: the teacher);
@@ -26,13 +31,15 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from clsvit_lightning.errors import ConfigError
+from clsvit_lightning.models.checkpoint_files import CheckpointMismatchError
+from clsvit_lightning.models.dinov3_keys import dinov3_format, hf_to_dinov3
+from clsvit_lightning.models.formats.dinov3 import dinov3_arch_of, dinov3_to_clsvit
 from clsvit_lightning.models.formats.hf_dinov2 import hf_to_dinov2, is_hf_layout
 from clsvit_lightning.models.formats.sources import read_weights
 from clsvit_lightning.models.vision_transformer import VisionTransformer
@@ -43,18 +50,6 @@ _DEIT3_LAYERSCALE = re.compile(r"^blocks\.(\d+)\.gamma_([12])$")  # DeiT III (mo
 _DROPPED_TIMM_KEYS = ("head.weight", "head.bias")
 # Model parameters a foreign checkpoint may lack; they keep their initial value.
 _OPTIONAL_KEYS = ("mask_token",)
-
-
-class CheckpointMismatchError(ConfigError):
-    """The checkpoint does not fit the model; the message lists the offending keys."""
-
-
-class CheckpointReadError(CheckpointMismatchError):
-    """The file is empty, truncated, not a torch checkpoint, or not the kind of checkpoint expected."""
-
-
-class CheckpointNotFoundError(FileNotFoundError, ConfigError):
-    """The checkpoint path does not exist (a ``FileNotFoundError`` to its callers)."""
 
 
 @dataclass
@@ -85,53 +80,16 @@ def load_pretrained(
     if is_hf_layout(state):  # transformers' DINOv2 names
         state, dropped = hf_to_dinov2(state)
         report.dropped += dropped
+    elif dinov3_format(state) == "hf":  # transformers' DINOv3 names
+        state = _from_hf_dinov3(state, model)
+    _check_position_encoding(state, model, report)
+    state = _from_dinov3_names(state, model, report)
     state = _to_dinov2_names(state, model, report)
     expected = model.state_dict()
     _check_keys(state, expected, model, report)
+    _check_rope_periods(state, model, report)
     model.load_state_dict(state, strict=True)
     return report
-
-
-def read_checkpoint(path: str | os.PathLike) -> Mapping[str, object]:
-    """``torch.load`` with ``weights_only=True``; every checkpoint reader of the project goes through it.
-
-    Errors name the file and what was expected: ``X does not exist``, ``X is an empty file``, ``X is
-    truncated or not a torch checkpoint (UnpicklingError)``. torch's own text is not shown: for a
-    garbage file it advises ``weights_only=False``, which would run arbitrary code from the file.
-
-    A folder (a training run's root) stands for its newest ``last*.ckpt``, else its newest ``.ckpt``,
-    searched recursively: the W&B logger files checkpoints under ``<save_dir>/<project>/<run id>/``.
-    """
-    path = Path(path)
-    if path.is_dir():
-        path = newest_checkpoint(path)
-    if not path.exists():
-        raise CheckpointNotFoundError(f"{path} does not exist")
-    if not path.is_file():
-        raise CheckpointReadError(f"{path} is not a file; expected a torch checkpoint")
-    if path.stat().st_size == 0:
-        raise CheckpointReadError(f"{path} is an empty file; expected a torch checkpoint")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # noqa: BLE001 (torch raises several types for corrupt or unsafe files)
-        unsafe = re.search(r"GLOBAL (\S+)", str(error))
-        if unsafe:  # a real pickle, but of objects other than tensors and containers
-            why = f"holds a pickled {unsafe.group(1)}, which a weights-only load refuses to run"
-        else:
-            why = f"is truncated or not a torch checkpoint ({type(error).__name__})"
-        raise CheckpointReadError(f"{path} {why}") from None
-    if not isinstance(checkpoint, Mapping):
-        raise CheckpointReadError(f"{path} holds a {type(checkpoint).__name__}; expected a checkpoint dict")
-    return checkpoint
-
-
-def newest_checkpoint(folder: Path) -> Path:
-    """The newest ``last*.ckpt`` under ``folder`` (by modification time), else its newest ``.ckpt``."""
-    for pattern in ("last*.ckpt", "*.ckpt"):
-        found = sorted(folder.rglob(pattern), key=lambda p: p.stat().st_mtime)
-        if found:
-            return found[-1]
-    raise CheckpointNotFoundError(f"no .ckpt file under the folder {folder}")
 
 
 def _unwrap(raw: Mapping[str, object], report: LoadReport) -> dict[str, Tensor]:
@@ -156,6 +114,90 @@ def _unwrap(raw: Mapping[str, object], report: LoadReport) -> dict[str, Tensor]:
     return tensors
 
 
+def _from_hf_dinov3(state: dict[str, Tensor], model: VisionTransformer) -> dict[str, Tensor]:
+    """transformers' DINOv3 names -> DINOv3's. Its state dict holds no RoPE periods: the model's are used."""
+    rope = model.rope_embed
+    model_heads = model.blocks[0].attn.num_heads if len(model.blocks) else 1
+    try:  # a model without RoPE is about to be refused: its error names the released size, if any
+        converted = hf_to_dinov3(state, num_heads=model_heads if rope is not None else None)
+    except ConfigError:  # not a released width
+        converted = hf_to_dinov3(state, num_heads=model_heads)
+    if rope is not None:
+        converted["rope_embed.periods"] = rope.periods.detach().clone()
+    return converted
+
+
+def _check_position_encoding(state: Mapping[str, Tensor], model: VisionTransformer, report: LoadReport) -> None:
+    """A DINOv2 checkpoint (learned ``pos_embed``) in a DINOv3 model (RoPE), or the reverse: say which is which."""
+    is_dinov3 = (
+        "rope_embed.periods" in state or "storage_tokens" in state or any(k.endswith(".bias_mask") for k in state)
+    )
+    if model.rope_embed is not None and "pos_embed" in state:
+        raise CheckpointMismatchError(
+            f"checkpoint {report.source} does not match the model: this is a DINOv2 checkpoint (a learned pos_embed "
+            f"{tuple(state['pos_embed'].shape)}) and the model is a DINOv3 backbone (RoPE); build it with "
+            "position_encoding='learned' (vit_small(...), ...), or let from_pretrained build it"
+        )
+    if model.rope_embed is None and is_dinov3 and "pos_embed" not in state:
+        try:
+            name, arch = dinov3_arch_of(state)
+            described = f"{name}: {arch.describe()}" if name else arch.describe()
+        except (ConfigError, KeyError, IndexError):  # a partial layout (no rope_embed.periods, no blocks)
+            name, described = None, "a DINOv3 layout"
+        builder = f"dinov3_{name}()" if name else "VisionTransformer(position_encoding='rope', ...)"
+        raise CheckpointMismatchError(
+            f"checkpoint {report.source} does not match the model: this is a DINOv3 checkpoint "
+            f"({described}; RoPE, no pos_embed) and the model learns its position embedding (DINOv2); "
+            f"build it with {builder} from clsvit_lightning.models, or let from_pretrained build it"
+        )
+
+
+def _from_dinov3_names(state: dict[str, Tensor], model: VisionTransformer, report: LoadReport) -> dict[str, Tensor]:
+    """DINOv3's token and final-norm names -> ours (``formats/dinov3.py``); checks the untied norm fits."""
+    if "cls_norm.weight" in state:
+        if not model.norm.specialized:
+            raise CheckpointMismatchError(
+                f"checkpoint {report.source} has DINOv3's untied final norm cls_norm (untie_cls_and_patch_norms: [CLS] "
+                "and the storage tokens have their own final LayerNorm) and the model's final norm is shared; build it "
+                "with a specialization that splits the final norm (e.g. 'final_norm' or 'paper'), whose prefix path "
+                "takes cls_norm"
+            )
+        if model.num_prefix_path_tokens < model.num_prefix_tokens:
+            raise CheckpointMismatchError(
+                f"checkpoint {report.source} has DINOv3's cls_norm, which normalises [CLS] and the storage tokens, and "
+                "the model sends its registers along the patch path (registers_path:patch); build it with "
+                "registers_path:cls"
+            )
+    state, dropped = dinov3_to_clsvit(state)
+    report.dropped += dropped
+    return state
+
+
+def _check_rope_periods(state: Mapping[str, Tensor], model: VisionTransformer, report: LoadReport) -> None:
+    """The checkpoint's RoPE periods are loaded as they are; they must be those the model was built with."""
+    if model.rope_embed is None or "rope_embed.periods" not in state:
+        return
+    ours, theirs = (
+        model.rope_embed.periods.detach().double(),
+        state["rope_embed.periods"].double().to(model.rope_embed.periods.device),
+    )
+    if not torch.allclose(ours, theirs, rtol=1e-5, atol=0.0):  # an ulp apart when computed on another device
+        rope = model.rope_embed
+        built = (
+            f"rope_base={rope.base}" if rope.base is not None else f"rope periods {rope.min_period}..{rope.max_period}"
+        )
+        raise CheckpointMismatchError(
+            f"checkpoint {report.source}: its RoPE periods (rope_embed.periods {_few(theirs)}) differ from the model's "
+            f"({built}: {_few(ours)}); build the model with the checkpoint's RoPE (DINOv3's released backbones: "
+            "rope_base=100)"
+        )
+
+
+def _few(values: Tensor) -> str:
+    shown = ", ".join(f"{v:.4g}" for v in values[:4].tolist())
+    return f"[{shown}{', ...' if len(values) > 4 else ''}]"
+
+
 def _to_dinov2_names(state: dict[str, Tensor], model: VisionTransformer, report: LoadReport) -> dict[str, Tensor]:
     renamed: dict[str, Tensor] = {}
     for key, value in state.items():
@@ -167,7 +209,7 @@ def _to_dinov2_names(state: dict[str, Tensor], model: VisionTransformer, report:
             report.dropped.append(key)
             continue
         renamed[key] = value
-    if "pos_embed" in renamed:
+    if "pos_embed" in renamed and model.pos_embed is not None:
         renamed["pos_embed"] = _fit_pos_embed(renamed["pos_embed"], model, report)
     return renamed
 
@@ -237,16 +279,47 @@ def _check_keys(
         lines.append(f"  unknown to the model ({len(unknown)}): " + ", ".join(unknown[:20]))
     if any(".prefix_" in k for k in unknown):
         lines.append("  hint: the checkpoint is specialized; build the model with its specialization")
-    if any(re.match(r"blocks\.\d+\.mlp\.w(12|3)\.", k) for k in unknown):
-        lines.append("  hint: the checkpoint uses a SwiGLU FFN (DINOv2 giant2), which this backbone does not build")
+    lines += _hints(unknown, missing)
     raise CheckpointMismatchError("\n".join(lines))
+
+
+def _hints(unknown: list[str], missing: list[str]) -> list[str]:
+    """What a set of unknown and missing keys says about the architecture that differs."""
+    hints = []
+    if any(re.match(r"blocks\.\d+\.mlp\.w12\.", k) for k in unknown):
+        hints.append(
+            "the checkpoint uses DINOv2's packed SwiGLU FFN (mlp.w12, DINOv2 giant2), which this backbone does not read"
+        )
+    elif any(re.match(r"blocks\.\d+\.mlp\.w[123]\.", k) for k in unknown):
+        hints.append(
+            "the checkpoint uses a SwiGLU FFN (mlp.w1/w2/w3, as DINOv3's vits16plus, vitl16plus, vith16plus and "
+            "vit7b16); build the model with its ffn_layer ('swiglu'; 'swiglu64' for vit7b16) and mlp_ratio"
+        )
+    if any(re.match(r"blocks\.\d+\.mlp\.fc[12]\.", k) for k in unknown):
+        hints.append("the checkpoint uses a GELU MLP (mlp.fc1/fc2); build the model with ffn_layer='mlp'")
+    if "rope_embed.periods" in missing:
+        hints.append(
+            "the checkpoint lacks rope_embed.periods, the RoPE periods buffer every DINOv3 checkpoint holds (a "
+            "transformers DINOv3ViTModel state dict is converted with the model's periods)"
+        )
+    if any(k.endswith(".attn.qkv.bias_mask") for k in unknown):
+        hints.append(
+            "the checkpoint masks the key bias (attn.qkv.bias_mask, DINOv3); build the model with mask_k_bias=True"
+        )
+    if any(k.endswith(".attn.qkv.bias_mask") for k in missing):
+        hints.append(
+            "the model masks the key bias (mask_k_bias=True) and the checkpoint does not; build it with "
+            "mask_k_bias=False"
+        )
+    return [f"  hint: {hint}" for hint in hints]
 
 
 def _describe(model: VisionTransformer) -> str:
     c = model.config
     return (
         f"embed_dim={c['embed_dim']}, depth={c['depth']}, patch_size={c['patch_size']}, "
-        f"num_registers={c['num_registers']}, specialization={c['specialization']!r}"
+        f"num_registers={c['num_registers']}, {'RoPE' if model.rope_embed is not None else 'pos_embed'}, "
+        f"ffn_layer={c.get('ffn_layer', 'mlp')!r}, specialization={c['specialization']!r}"
     )
 
 
@@ -261,5 +334,8 @@ def _describe_state(state: Mapping[str, Tensor]) -> str:
         parts.append(f"patch_size={state['patch_embed.proj.weight'].shape[-1]}")
     registers = state.get("register_tokens")
     parts.append(f"num_registers={registers.shape[1] if registers is not None else 0}")
+    parts.append("RoPE" if "rope_embed.periods" in state else "pos_embed" if "pos_embed" in state else "no position")
+    swiglu = any(re.match(r"blocks\.\d+\.mlp\.w", k) for k in state)
+    parts.append(f"ffn={'SwiGLU' if swiglu else 'MLP'}")
     parts.append(f"specialized={any('.prefix_' in k or k.startswith('prefix_') for k in state)}")
     return ", ".join(parts)

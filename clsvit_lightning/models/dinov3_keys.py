@@ -146,7 +146,7 @@ def dinov3_format(state: Mapping[str, object]) -> Literal["dinov3", "hf"] | None
 
     Keys may carry the wrappers' prefixes (``module.``, ``backbone.``, ``teacher.backbone.``).
     """
-    keys = {re.sub(r"^(module\.)?(teacher\.)?(backbone\.)?", "", key) for key in state}
+    keys = {re.sub(r"^(module\.)?(teacher\.)?(backbone\.)?(model\.(?=layer\.))?", "", key) for key in state}
     if any(key in keys for key in _DINOV3_ONLY) or any(_K_BIAS_MASK.match(key) for key in keys):
         return "dinov3"
     if any(key in keys for key in _HF_MARKERS) and any(_HF_LAYER.match(key) for key in keys):
@@ -201,9 +201,12 @@ def hf_to_dinov3(
     """A transformers ``DINOv3ViTModel`` state dict in the official layout (loadable with ``strict=True``).
 
     The k third of the qkv bias is filled with zeros and masked (``bias_mask``), as DINOv3 holds
-    it; ``rope_embed.periods`` is rebuilt from ``rope_base`` and the head count, which an HF state
-    dict does not record: give ``num_heads``, or leave it to the released size of that width.
+    it (a model with ``key_bias=True`` keeps its key bias, unmasked); ``rope_embed.periods`` is
+    rebuilt from ``rope_base`` and the head count, which an HF state dict does not record: give
+    ``num_heads``, or leave it to the released size of that width. The layers may be under
+    ``model.`` (transformers 5's names in memory) or not (its saved files).
     """
+    state = {key.removeprefix("model.") if key.startswith("model.layer.") else key: v for key, v in state.items()}
     dim = state["embeddings.cls_token"].shape[-1]
     if num_heads is None:
         heads = {arch.num_heads for arch in DINOV3_ARCHS.values() if arch.embed_dim == dim}
@@ -245,10 +248,10 @@ def hf_to_dinov3(
             q_bias, v_bias = state[f"{attention}.q_proj.bias"], state[f"{attention}.v_proj.bias"]
             k_bias = state.get(f"{attention}.k_proj.bias", torch.zeros_like(q_bias))
             out[f"{ours}.attn.qkv.bias"] = torch.cat([q_bias, k_bias, v_bias])  # [3D]: q | k | v
-            mask = torch.ones(3 * dim, dtype=q_bias.dtype)
             if f"{attention}.k_proj.bias" not in state:  # DINOv3's masked key bias (HF drops it)
+                mask = torch.ones(3 * dim, dtype=q_bias.dtype)
                 mask[dim : 2 * dim] = 0
-            out[f"{ours}.attn.qkv.bias_mask"] = mask
+                out[f"{ours}.attn.qkv.bias_mask"] = mask
     for norm in ("norm", "cls_norm", "local_cls_norm"):
         out |= {key: value for key, value in state.items() if key.startswith(f"{norm}.")}
     return out

@@ -197,6 +197,11 @@ class RopePositionEmbedding(nn.Module):
         self.dtype = dtype
         self.register_buffer("periods", rope_periods(self.head_dim, base, min_period, max_period, dtype=dtype))
 
+    @property
+    def augments(self) -> bool:
+        """Whether training draws coordinate augmentations (any of shift, jitter, rescale set)."""
+        return any(value is not None for value in (self.shift_coords, self.jitter_coords, self.rescale_coords))
+
     def reset_parameters(self) -> None:
         """Recompute ``periods`` (after a meta-device build, or to undo a load)."""
         periods = rope_periods(self.head_dim, self.base, self.min_period, self.max_period, dtype=self.dtype)

@@ -113,10 +113,16 @@ class TokenLayerNorm(_PrefixParameters, nn.LayerNorm):
 
 
 class TokenLinear(_PrefixParameters, nn.Linear):
-    """Linear layer over each token group; specialized: the prefix tokens get their own matrix."""
+    """Linear layer over each token group; specialized: the prefix tokens get their own matrix.
+
+    ``bias_mask`` (``[out_features]``, DINOv3's ``LinearKMaskedBias``): a persistent buffer that
+    multiplies the bias (and the prefix bias) in every forward; DINOv3's ``qkv`` holds 0 on the key
+    third, so the key bias stays out of the function however it trains.
+    """
 
     _split = ("weight", "bias")
     no_weight_decay = frozenset({"bias", "prefix_bias"})
+    bias_mask: Tensor | None
 
     def __init__(
         self,
@@ -125,22 +131,28 @@ class TokenLinear(_PrefixParameters, nn.Linear):
         bias: bool = True,
         specialized: bool = False,
         prefix_path_tokens: int | None = None,
+        bias_mask: Tensor | None = None,
     ) -> None:
         super().__init__(in_features, out_features, bias=bias)
         nn.init.trunc_normal_(self.weight, std=0.02)
         if self.bias is not None:
             nn.init.zeros_(self.bias)
+        if bias_mask is not None and (self.bias is None or bias_mask.shape != (out_features,)):
+            raise ValueError(f"bias_mask needs a bias of {out_features} features, got {tuple(bias_mask.shape)}")
+        self.register_buffer("bias_mask", bias_mask)  # None: no key in the state dict
         if specialized:
             self._add_prefix_parameters(prefix_path_tokens)
 
     def forward(self, prefix: Tensor, patches: Tensor) -> TokenPair:  # type: ignore[override]
-        return self.forward_prefix(prefix), F.linear(patches, self.weight, self.bias)
+        return self.forward_prefix(prefix), self._linear(patches, False)
 
     def forward_prefix(self, prefix: Tensor) -> Tensor:
         return self._apply_to_prefix(prefix, self._linear)
 
     def _linear(self, tokens: Tensor, use_prefix: bool) -> Tensor:
         weight, bias = (self.prefix_weight, self.prefix_bias) if use_prefix else (self.weight, self.bias)
+        if self.bias_mask is not None:
+            bias = bias * self.bias_mask.to(bias.dtype)  # as DINOv3 computes it, in every forward
         return F.linear(tokens, weight, bias)
 
 

@@ -1,4 +1,5 @@
-"""SwiGLU feed-forward layers: DINOv3's (``w1``, ``w2``, ``w3``) and DINOv2's packed one (``w12``, ``w3``).
+"""SwiGLU feed-forward layers: DINOv3's (``w1``, ``w2``, ``w3``), DINOv2's packed one (``w12``, ``w3``), and
+the backbone's token-pair SwiGLU (:class:`TokenSwiGLU`), specializable like ``TokenMlp``.
 
 ``w3(silu(w1 x) * w2 x)`` (Shazeer 2020, "GLU Variants Improve Transformer"). Two input matrices
 instead of one, so to keep the parameter count of an MLP of hidden size ``h``, the hidden size is
@@ -23,6 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from clsvit_lightning.errors import ConfigError
+from clsvit_lightning.models.specialized_layers import TokenLinear, TokenPair
 
 # DINOv3's `ffn_layer` names for SwiGLU and the multiple each rounds the hidden size up to.
 SWIGLU_ALIGN = {"swiglu": 8, "swiglu32": 32, "swiglu64": 64, "swiglu128": 128}
@@ -79,6 +81,40 @@ class SwiGLUFFN(nn.Module):
     def hidden(self, x: Tensor) -> Tensor:
         """``silu(w1(x)) * w2(x)``: the input of ``w3`` ``[..., hidden]``."""
         return F.silu(self.w1(x)) * self.w2(x)
+
+
+class TokenSwiGLU(nn.Module):
+    """:class:`SwiGLUFFN` on the ``(prefix, patches)`` pair; specialized: ``w1``, ``w2``, ``w3`` get prefix twins.
+
+    The state-dict keys are DINOv3's (``mlp.w1.weight``, ...), and the specialization component is
+    ``mlp``, as for the GELU MLP.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        hidden_features: int,
+        align_to: int = 8,
+        bias: bool = True,
+        specialized: bool = False,
+        prefix_path_tokens: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.hidden_features = swiglu_hidden_features(hidden_features, align_to)
+        split = {"specialized": specialized, "prefix_path_tokens": prefix_path_tokens, "bias": bias}
+        self.w1 = TokenLinear(dim, self.hidden_features, **split)
+        self.w2 = TokenLinear(dim, self.hidden_features, **split)
+        self.w3 = TokenLinear(self.hidden_features, dim, **split)
+
+    def forward(self, prefix: Tensor, patches: Tensor) -> TokenPair:
+        """``w3(silu(w1(x)) * w2(x))`` on both groups."""
+        return self.w3(*self.hidden(prefix, patches))
+
+    def hidden(self, prefix: Tensor, patches: Tensor) -> TokenPair:
+        """``silu(w1(x)) * w2(x)`` of both groups ``[B, T, hidden]``: the input of ``w3``."""
+        gate_prefix, gate_patches = self.w1(prefix, patches)
+        value_prefix, value_patches = self.w2(prefix, patches)
+        return F.silu(gate_prefix) * value_prefix, F.silu(gate_patches) * value_patches
 
 
 class PackedSwiGLUFFN(nn.Module):

@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from clsvit_lightning.callbacks.slurm_requeue import REQUEUE_MARKER
-from clsvit_lightning.models.checkpoint import newest_checkpoint
+from clsvit_lightning.models.checkpoint_files import newest_checkpoint
 from clsvit_lightning.ops.results import read_results
 
 CLSVIT = [sys.executable, "-m", "clsvit_lightning.cli"]  # this interpreter, whatever `clsvit` on PATH is

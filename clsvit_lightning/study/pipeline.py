@@ -159,8 +159,14 @@ def run_one(spec: str, seed: int, settings: StudySettings) -> RunResult:
     if cached.is_file():
         return RunResult(**json.loads(cached.read_text()))
     run_stages(run, in_process=True)
+    return finish_run(run, spec, seed, settings)
+
+
+def finish_run(run: Run, spec: str, seed: int, settings: StudySettings) -> RunResult:
+    """The :class:`RunResult` of a run whose stages ran: its metrics, the analysis, cached in ``result.json``."""
     if run.status != "done":  # a SLURM requeue: the next launch resumes the run
         raise RuntimeError(f"{run.run_dir}: {run.status}")
+    cached = run.run_dir / RESULT_NAME
     checkpoint = stage_checkpoint(run.run_dir / "pretrain")
     post, pre = analysis_curves(spec, checkpoint, settings)
     result = RunResult(

@@ -25,6 +25,7 @@ from torch import Tensor
 from torch.utils.data import DistributedSampler
 
 from clsvit_lightning.models.checkpoint import load_pretrained
+from clsvit_lightning.models.formats.sources import read_weights
 from clsvit_lightning.models.vision_transformer import VisionTransformer
 from clsvit_lightning.training.schedules import scaled_learning_rate
 
@@ -91,27 +92,39 @@ def _restoring_weights() -> Iterator[None]:
 
 def load_backbone_weights(
     backbone: VisionTransformer, pretrained: str | None, owner: str, warn_if_random: bool = True
-) -> None:
+) -> Mapping[str, object] | None:
     """Load ``pretrained`` (any file ``load_pretrained`` reads) into ``backbone`` and say what was loaded.
 
-    Without ``pretrained`` the backbone keeps its random initialisation: allowed (tests, baselines,
-    finetuning from scratch), but said once (``warn_if_random``) where the numbers would be those of
-    an untrained network.
+    Returns what the file holds, for callers that take more than the backbone from it (the heads of
+    a continued pretraining); None when nothing was read. Without ``pretrained`` the backbone keeps
+    its random initialisation: allowed (tests, baselines, finetuning from scratch), but said once
+    (``warn_if_random``) where the numbers would be those of an untrained network.
     """
     if _weights_from_checkpoint.get():
-        return
-    if pretrained:
-        report = load_pretrained(backbone, pretrained)
-        rank_zero_info(
-            f"{owner}: loaded {report.source} (warm-started {len(report.warm_started)} specialized parameters, "
-            f"dropped {len(report.dropped)} non-backbone keys)"
-        )
-    elif warn_if_random:
-        rank_zero_warn(
-            f"{owner}: pretrained is null, so the backbone is randomly initialised and its features are those of "
-            "an untrained network; give --model.init_args.pretrained <checkpoint, exported backbone or DINOv2/timm "
-            "weights>"
-        )
+        return None
+    if not pretrained:
+        if warn_if_random:
+            rank_zero_warn(
+                f"{owner}: pretrained is null, so the backbone is randomly initialised and its features are those "
+                "of an untrained network; give --model.init_args.pretrained <checkpoint, exported backbone or "
+                "DINOv2/timm weights>"
+            )
+        return None
+    raw = read_weights(pretrained)  # read once: the caller may take heads from it too
+    report = load_pretrained(backbone, raw, source=str(pretrained))
+    rank_zero_info(
+        f"{owner}: loaded {report.source} (warm-started {len(report.warm_started)} specialized parameters, "
+        f"dropped {len(report.dropped)} non-backbone keys)"
+    )
+    return raw
+
+
+def unwrapped_tensors(raw: Mapping[str, object]) -> dict[str, Tensor]:
+    """The tensors of a checkpoint under its wrappers (``state_dict``, ``model``, ``teacher``), without ``module.``."""
+    state: Mapping[str, object] = raw
+    while wrapper := next((k for k in ("state_dict", "model", "teacher") if isinstance(state.get(k), Mapping)), None):
+        state = state[wrapper]  # type: ignore[assignment]
+    return {k.removeprefix("module."): v for k, v in state.items() if isinstance(v, Tensor)}
 
 
 def freeze(backbone: VisionTransformer, pretrained: str | None, owner: str) -> VisionTransformer:

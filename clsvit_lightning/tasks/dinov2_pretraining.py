@@ -4,13 +4,18 @@ The recipe and its defaults are DINOv2's (Oquab et al., 2023; see configs/pretra
 A batch holds named crop groups, crop-major: ``global_crops [G, B, 3, H, W]``, ``local_crops
 [L, B, 3, h, w]`` and the iBOT ``masks [G, B, N]`` of the student's global crops. The teacher is an
 EMA of the student, sees the unmasked global crops only, and is what gets evaluated and exported.
+
+Continued pretraining (docs/recipe.md#continued-pretraining): ``pretrained`` starts student and
+teacher from a trained backbone, warm-started into the configured specialization (so the first step
+computes what the vanilla model computes); heads come from the checkpoint when it has them, else
+fresh, trained alone for ``head_warmup_epochs`` while the backbones stay frozen.
 """
 
 from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, Literal
 
 import numpy as np
@@ -31,11 +36,18 @@ from clsvit_lightning.models.accounting import (
     count_parameters,
     count_training_flops_per_image,
 )
-from clsvit_lightning.models.checkpoint import CheckpointReadError, read_checkpoint
+from clsvit_lightning.models.checkpoint_files import CheckpointReadError, read_checkpoint
 from clsvit_lightning.models.compile import compile_blocks
 from clsvit_lightning.models.dino_head import DINOHead
 from clsvit_lightning.models.vision_transformer import VisionTransformer
-from clsvit_lightning.tasks.common import BackboneTask, batch_scaled_lr, check_finite_loss
+from clsvit_lightning.tasks.common import (
+    BackboneTask,
+    batch_scaled_lr,
+    check_finite_loss,
+    load_backbone_weights,
+    unwrapped_tensors,
+)
+from clsvit_lightning.tasks.continuation import check_head_warmup, freeze_during_head_warmup, load_heads
 from clsvit_lightning.training.param_groups import build_param_groups
 from clsvit_lightning.training.rng_state import restore_rng_states, save_rng_states
 from clsvit_lightning.training.schedules import cosine_schedule, linear_warmup_then_constant, value_at
@@ -53,6 +65,8 @@ class DINOv2Pretraining(BackboneTask):
     def __init__(
         self,
         backbone: VisionTransformer,
+        # Continued pretraining: a trained backbone to start from (any file `load_pretrained` reads).
+        pretrained: str | None = None,
         # heads
         num_prototypes: int = 65536,
         head_hidden_dim: int = 2048,
@@ -86,6 +100,10 @@ class DINOv2Pretraining(BackboneTask):
         patch_embed_lr_multiplier: float = 0.2,
         clip_grad: float | None = 3.0,
         adamw_betas: tuple[float, float] = (0.9, 0.999),
+        # Continued pretraining: heads trained alone first (backbones frozen), the teacher's heads
+        # following the student's at this momentum; then the schedules above start afresh.
+        head_warmup_epochs: float = 0,
+        head_warmup_teacher_momentum: float = 0.9,
         # speed
         compile: bool = False,
     ) -> None:
@@ -99,10 +117,14 @@ class DINOv2Pretraining(BackboneTask):
             positive=("base_lr", "teacher_temperature", "warmup_teacher_temperature"),
             non_negative=(
                 *("dino_loss_weight", "ibot_loss_weight", "koleo_loss_weight"),
-                *("min_lr", "weight_decay", "weight_decay_end"),
+                *("min_lr", "weight_decay", "weight_decay_end", "head_warmup_epochs"),
             ),
-            unit_interval=("teacher_momentum", "teacher_momentum_end", "center_momentum"),
+            unit_interval=(
+                *("teacher_momentum", "teacher_momentum_end", "center_momentum", "head_warmup_teacher_momentum"),
+            ),
         )
+        # Before the heads exist: a checkpoint that does not fit the backbone fails here, before any step.
+        checkpoint = load_backbone_weights(backbone, pretrained, "DINOv2Pretraining", warn_if_random=False)
 
         def heads() -> nn.ModuleDict:
             dino = DINOHead(backbone.embed_dim, num_prototypes, head_hidden_dim, head_bottleneck_dim)
@@ -114,6 +136,12 @@ class DINOv2Pretraining(BackboneTask):
             return nn.ModuleDict(modules)
 
         self.student = heads()
+        self.loaded_heads: list[str] = []  # the heads `pretrained` held (the others start fresh)
+        if checkpoint is not None:
+            student_heads = {name: head for name, head in self.student.items() if name != "backbone"}
+            self.loaded_heads = load_heads(
+                student_heads, checkpoint, str(pretrained), "DINOv2Pretraining", head_warmup_epochs
+            )
         # The teacher starts as an exact copy; it never receives gradients and stays in eval mode
         # (no drop path). Lightning's EMAWeightAveraging keeps an average for evaluation only, while
         # this teacher takes part in every step with a scheduled momentum: hence the own EMA.
@@ -124,7 +152,20 @@ class DINOv2Pretraining(BackboneTask):
         if teacher_targets == "centering":
             self.dino_center = CenteringTargets(num_prototypes, center_momentum)
             self.ibot_center = CenteringTargets(self._ibot_head_size(), center_momentum)
+            if checkpoint is not None:
+                self._load_centers(checkpoint)
         self.schedules: dict[str, np.ndarray] = {}
+        self.head_warmup_steps = 0  # set with the schedules
+        self._ema_parts: list[str] | None = None  # the teacher parts averaged after a step (None: all)
+
+    def _load_centers(self, checkpoint: Mapping[str, object]) -> None:
+        """Centering state of this project's checkpoints, for the heads that were loaded."""
+        state = unwrapped_tensors(checkpoint)
+        ibot_head = "ibot_head" if "ibot_head" in self.student else "dino_head"
+        for name, head in (("dino_center", "dino_head"), ("ibot_center", ibot_head)):
+            center, saved = getattr(self, name).center, state.get(f"{name}.center")
+            if head in self.loaded_heads and saved is not None and saved.shape == center.shape:
+                center.copy_(saved)
 
     def _ibot_head_size(self) -> int:
         separate = self.hparams.separate_ibot_head and self.hparams.ibot_loss_weight > 0
@@ -163,22 +204,40 @@ class DINOv2Pretraining(BackboneTask):
         def steps(epochs: float) -> int:
             return min(total_steps, int(round(epochs * steps_per_epoch)))
 
+        # The head warm-up comes first; the recipe's schedules then start afresh over the remaining steps.
+        self.head_warmup_steps = head_steps = steps(hp.head_warmup_epochs)
+        if head_steps:
+            check_head_warmup(trainer, "DINOv2Pretraining", head_steps, total_steps)
+        main_steps = total_steps - head_steps
+
+        def main(epochs: float) -> int:
+            return min(main_steps, int(round(epochs * steps_per_epoch)))
+
         lr = batch_scaled_lr(trainer, hp.base_lr, hp.lr_scaling_rule, "DINOv2Pretraining")
-        lr_schedule = cosine_schedule(lr, hp.min_lr, total_steps, warmup_steps=steps(hp.warmup_epochs))
+        lr_schedule = cosine_schedule(lr, hp.min_lr, main_steps, warmup_steps=main(hp.warmup_epochs))
         last_layer_lr = lr_schedule.copy()
-        last_layer_lr[: steps(hp.freeze_last_layer_epochs)] = 0.0
-        self.schedules = {
+        last_layer_lr[: main(hp.freeze_last_layer_epochs)] = 0.0
+        recipe = {
             "lr": lr_schedule,
             "last_layer_lr": last_layer_lr,
-            "weight_decay": cosine_schedule(hp.weight_decay, hp.weight_decay_end, total_steps),
-            "teacher_momentum": cosine_schedule(hp.teacher_momentum, hp.teacher_momentum_end, total_steps),
+            "weight_decay": cosine_schedule(hp.weight_decay, hp.weight_decay_end, main_steps),
+            "teacher_momentum": cosine_schedule(hp.teacher_momentum, hp.teacher_momentum_end, main_steps),
             "teacher_temperature": linear_warmup_then_constant(
                 hp.warmup_teacher_temperature,
                 hp.teacher_temperature,
-                steps(hp.warmup_teacher_temperature_epochs),
-                total_steps,
+                main(hp.warmup_teacher_temperature_epochs),
+                main_steps,
             ),
         }
+        # During the head warm-up (our choice, not a published recipe's): the heads, prototypes included,
+        # ramp up linearly to the peak lr as DINOv2's warmup does; weight decay and teacher temperature
+        # hold their first recipe values; the teacher's heads follow the student's at
+        # head_warmup_teacher_momentum (0.9 averages over ~10 steps) rather than the recipe's 0.99x, so
+        # that the targets come from trained heads, not from random prototypes, when the backbone joins.
+        head_phase = {name: np.full(head_steps, values[0]) for name, values in recipe.items()}
+        head_phase["lr"] = head_phase["last_layer_lr"] = np.linspace(0.0, lr, head_steps)
+        head_phase["teacher_momentum"] = np.full(head_steps, hp.head_warmup_teacher_momentum)
+        self.schedules = {name: np.concatenate([head_phase[name], values]) for name, values in recipe.items()}
 
     def scheduled(self, name: str) -> float:
         return value_at(self.schedules[name], self.global_step)
@@ -207,6 +266,10 @@ class DINOv2Pretraining(BackboneTask):
             self.flops_per_batch = self._count_flops_per_batch(batch)
         # All schedules of one optimizer step are read at the same global step (DINOv2's `it`).
         self._teacher_momentum = self.scheduled("teacher_momentum")
+        if self.head_warmup_steps:
+            freeze_during_head_warmup(self.student["backbone"], self.global_step, self.head_warmup_steps)
+        frozen = self.global_step < self.head_warmup_steps
+        self._ema_parts = [name for name in self.teacher if not (frozen and name == "backbone")]
         lr, last_layer_lr, weight_decay = (self.scheduled(n) for n in ("lr", "last_layer_lr", "weight_decay"))
         for group in self.optimizers().optimizer.param_groups:
             group["lr"] = (last_layer_lr if group["is_last_layer"] else lr) * group["lr_multiplier"]
@@ -342,13 +405,15 @@ class DINOv2Pretraining(BackboneTask):
     def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
         super().optimizer_step(*args, **kwargs)
         # After each real optimizer step (not after every micro-batch under gradient accumulation).
-        self.update_teacher(self._teacher_momentum)
+        # A frozen backbone is left out: the student's equals the teacher's until the warm-up ends.
+        self.update_teacher(self._teacher_momentum, self._ema_parts)
 
     @torch.no_grad()
-    def update_teacher(self, momentum: float) -> None:
-        """``teacher = momentum * teacher + (1 - momentum) * student``, per parameter."""
-        teacher_params = [p for p in self.teacher.parameters()]
-        student_params = [p.detach() for p in self.student.parameters()]
+    def update_teacher(self, momentum: float, parts: Iterable[str] | None = None) -> None:
+        """``teacher = momentum * teacher + (1 - momentum) * student``, per parameter of ``parts`` (default: all)."""
+        names = list(self.teacher) if parts is None else list(parts)
+        teacher_params = [p for name in names for p in self.teacher[name].parameters()]
+        student_params = [p.detach() for name in names for p in self.student[name].parameters()]
         torch._foreach_lerp_(teacher_params, student_params, 1.0 - momentum)
 
     def on_fit_start(self) -> None:

@@ -13,10 +13,15 @@ The recipe, defaults in ``configs/supervised/deit3_base.yaml``:
 * backbone: the same specializable ``VisionTransformer`` with LayerScale and stochastic depth;
 * optimisation: LAMB (or AdamW), lr 3e-3 for a global batch of 2048, weight decay 0.05, 5 linear
   warmup epochs from 1e-6 then a cosine to 1e-5, all precomputed per step.
+
+``pretrained`` continues a trained model (docs/recipe.md#continued-pretraining): the backbone
+warm-started into the configured specialization, the classifier loaded when the file has one,
+else trained alone for ``head_warmup_epochs`` first (the backbone frozen).
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any, Literal
 
 import numpy as np
@@ -31,7 +36,14 @@ from clsvit_lightning.data.transforms.mixup import MixupCutmix, one_hot_targets
 from clsvit_lightning.errors import check_option_values
 from clsvit_lightning.models.accounting import count_flops_per_image, count_parameters
 from clsvit_lightning.models.vision_transformer import VisionTransformer
-from clsvit_lightning.tasks.common import BackboneTask, batch_scaled_lr, check_finite_loss, counted_samples
+from clsvit_lightning.tasks.common import (
+    BackboneTask,
+    batch_scaled_lr,
+    check_finite_loss,
+    counted_samples,
+    load_backbone_weights,
+)
+from clsvit_lightning.tasks.continuation import check_head_warmup, freeze_during_head_warmup, load_heads
 from clsvit_lightning.training.lamb import Lamb
 from clsvit_lightning.training.param_groups import build_param_groups
 from clsvit_lightning.training.rng_state import restore_rng_states, save_rng_states
@@ -47,6 +59,7 @@ class DeiT3Supervised(BackboneTask):
     def __init__(
         self,
         backbone: VisionTransformer,
+        pretrained: str | None = None,
         num_classes: int = 1000,
         # targets
         mixup_alpha: float = 0.8,
@@ -65,10 +78,13 @@ class DeiT3Supervised(BackboneTask):
         betas: tuple[float, float] = (0.9, 0.999),
         eps: float = 1e-8,
         clip_grad: float | None = 1.0,
+        head_warmup_epochs: float = 0,
     ) -> None:
         """
         Args:
             backbone: the ViT to train (its drop_path_rate and layerscale_init are the recipe's).
+            pretrained: a trained model to continue (any file ``load_pretrained`` reads); its classifier
+                ``head.*`` is loaded when present and of ``num_classes`` outputs (an error otherwise).
             num_classes: classifier outputs; must match the datamodule's ``num_classes`` when it has one.
             mixup_alpha: Beta(a, a) of mixup; 0 disables mixup.
             cutmix_alpha: Beta(a, a) of cutmix; 0 disables cutmix.
@@ -86,6 +102,10 @@ class DeiT3Supervised(BackboneTask):
             betas: Adam/LAMB moment coefficients.
             eps: Adam/LAMB epsilon.
             clip_grad: global gradient-norm clip; 1.0 is what apex's FusedLAMB (DeiT III) applies internally.
+            head_warmup_epochs: epochs at the start in which only the classifier trains (the backbone gets
+                no gradient), its lr ramping from ``warmup_lr`` to the peak; the recipe's schedule then
+                starts afresh. For a fresh classifier on a pretrained backbone (our choice, in the spirit of
+                linear-probe-then-finetune; DeiT III itself has no such phase).
         """
         super().__init__()
         self.save_hyperparameters(ignore=["backbone"])
@@ -97,12 +117,16 @@ class DeiT3Supervised(BackboneTask):
             "DeiT3Supervised",
             self.hparams,
             positive=("base_lr",),
-            non_negative=("min_lr", "warmup_lr", "weight_decay"),
+            non_negative=("min_lr", "warmup_lr", "weight_decay", "head_warmup_epochs"),
         )
+        checkpoint = load_backbone_weights(backbone, pretrained, "DeiT3Supervised", warn_if_random=False)
         self.backbone = backbone
         self.head = nn.Linear(backbone.embed_dim, num_classes)
         nn.init.trunc_normal_(self.head.weight, std=0.02)  # DeiT III's init of linear layers
         nn.init.zeros_(self.head.bias)
+        if checkpoint is not None:
+            load_heads({"head": self.head}, checkpoint, str(pretrained), "DeiT3Supervised", head_warmup_epochs)
+        self.head_warmup_steps = 0  # set with the schedules
         self.mixer = MixupCutmix(num_classes, mixup_alpha, cutmix_alpha, mix_probability, mix_switch_probability)
         top_k = min(5, num_classes)
         self.val_top1 = MulticlassAccuracy(num_classes, top_k=1, average="micro")
@@ -130,11 +154,19 @@ class DeiT3Supervised(BackboneTask):
         total_steps = int(trainer.estimated_stepping_batches)
         steps_per_epoch = max(1, total_steps // max(1, trainer.max_epochs or 1))
         if trainer.max_epochs in (None, -1):
-            steps_per_epoch = max(1, int(trainer.num_training_batches))
-        warmup_steps = min(total_steps, int(round(hp.warmup_epochs * steps_per_epoch)))
+            if trainer.num_training_batches == float("inf"):  # not loaded yet when only max_steps is set
+                trainer.fit_loop.setup_data()
+            steps_per_epoch = max(1, math.ceil(int(trainer.num_training_batches) / trainer.accumulate_grad_batches))
+        # A head warm-up comes first (classifier alone); the recipe's schedule then starts afresh.
+        self.head_warmup_steps = head_steps = min(total_steps, int(round(hp.head_warmup_epochs * steps_per_epoch)))
+        if head_steps:
+            check_head_warmup(trainer, "DeiT3Supervised", head_steps, total_steps)
+        main_steps = total_steps - head_steps
+        warmup_steps = min(main_steps, int(round(hp.warmup_epochs * steps_per_epoch)))
         lr = batch_scaled_lr(trainer, hp.base_lr, hp.lr_scaling_rule, "DeiT3Supervised")
+        main_lr = cosine_schedule(lr, hp.min_lr, main_steps, warmup_steps, start_warmup_value=hp.warmup_lr)
         self.schedules = {
-            "lr": cosine_schedule(lr, hp.min_lr, total_steps, warmup_steps, start_warmup_value=hp.warmup_lr),
+            "lr": np.concatenate([np.linspace(hp.warmup_lr, lr, head_steps), main_lr]),
             "weight_decay": np.full(total_steps, hp.weight_decay),  # constant in DeiT III
         }
 
@@ -145,6 +177,8 @@ class DeiT3Supervised(BackboneTask):
         if not hasattr(self, "flops_per_batch"):  # forward + backward ~ 3x forward, backbone only
             images = batch["image"]
             self.flops_per_batch = 3 * len(images) * count_flops_per_image(self.backbone, tuple(images.shape[-2:]))
+        if self.head_warmup_steps:
+            freeze_during_head_warmup(self.backbone, self.global_step, self.head_warmup_steps)
         lr, weight_decay = self.scheduled("lr"), self.scheduled("weight_decay")
         for group in self.optimizers().optimizer.param_groups:
             group["lr"] = lr * group["lr_multiplier"]

@@ -1,6 +1,7 @@
 """Backbone speed: vanilla vs specialized, forward and train step, against a matmul in the same run.
 
     .venv/bin/python experiments/benchmarks/backbone.py [--size small --patch_size 16 --batch_size 16]
+    .venv/bin/python experiments/benchmarks/backbone.py --size dinov3_vits16  # DINOv3's ViT-S/16 (RoPE, storage tokens)
 
 Prints one JSON object. Everything is measured in this process, with the variants interleaved
 round by round so that drifts of the machine hit them alike: rates are medians over the rounds,
@@ -26,7 +27,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from clsvit_lightning.cpu_allocator import keep_freed_memory
-from clsvit_lightning.models import SIZES, count_flops_per_image, count_parameters
+from clsvit_lightning.models import DINOV3_SIZES, SIZES, count_flops_per_image, count_parameters
 
 
 def time_call(fn, rounds: int, page_faults: list[int] | None = None) -> list[float]:
@@ -148,18 +149,32 @@ def make_steps(model: torch.nn.Module, images: torch.Tensor, keep_gradients: boo
     return forward, train_step
 
 
-def model_arguments(parser: argparse.ArgumentParser, batch_size: int = 16) -> None:
-    """The model and input options the backbone benchmarks share."""
-    parser.add_argument("--size", default="small", choices=sorted(SIZES))
+def model_arguments(parser: argparse.ArgumentParser, batch_size: int = 16, dinov3: bool = False) -> None:
+    """The model and input options the backbone benchmarks share (``dinov3``: DINOv3's sizes too, see
+    :func:`build_backbone`)."""
+    parser.add_argument("--size", default="small", choices=sorted(SIZES) + (list(DINOV3_SIZES) if dinov3 else []))
     parser.add_argument("--patch_size", type=int, default=16)
     parser.add_argument("--img_size", type=int, default=224)
     parser.add_argument("--batch_size", type=int, default=batch_size)
     parser.add_argument("--specialization", default="paper")
 
 
+def build_backbone(args: argparse.Namespace, specialization: str) -> torch.nn.Module:
+    """``--size`` with the options: a DINOv3 size (``dinov3_vits16``, ...) keeps its own patch size
+    and 4 storage tokens (RoPE, SwiGLU where released); the others take ``--patch_size`` and ``--num_registers``."""
+    if args.size in DINOV3_SIZES:
+        return DINOV3_SIZES[args.size](img_size=args.img_size, specialization=specialization)
+    return SIZES[args.size](
+        patch_size=args.patch_size,
+        img_size=args.img_size,
+        specialization=specialization,
+        num_registers=args.num_registers,
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    model_arguments(parser)
+    model_arguments(parser, dinov3=True)
     parser.add_argument("--num_registers", type=int, default=0)
     parser.add_argument("--rounds", type=int, default=11)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
@@ -174,9 +189,7 @@ def main() -> None:
     images = torch.randn(args.batch_size, 3, args.img_size, args.img_size)
     variants = {}
     for name, spec in (("vanilla", "vanilla"), ("specialized", args.specialization)):
-        model = SIZES[args.size](
-            patch_size=args.patch_size, img_size=args.img_size, specialization=spec, num_registers=args.num_registers
-        )
+        model = build_backbone(args, spec)
         variants[name] = (model, *make_steps(model, images))
 
     reference = MatmulReference()
@@ -200,11 +213,11 @@ def main() -> None:
     flops = count_flops_per_image(variants["vanilla"][0])
     result: dict[str, object] = {
         "benchmark": "backbone",
-        "model": f"vit_{args.size}/{args.patch_size}",
+        "model": args.size if args.size in DINOV3_SIZES else f"vit_{args.size}/{args.patch_size}",
         "specialization": args.specialization,
         "img_size": args.img_size,
         "batch_size": args.batch_size,
-        "num_registers": args.num_registers,
+        "num_registers": variants["vanilla"][0].num_registers,
         "threads": torch.get_num_threads(),
         "rounds": args.rounds,
         "malloc_tuning": malloc_tuning,

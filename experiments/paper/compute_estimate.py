@@ -1,6 +1,7 @@
 """GPU-hours of every run in experiments/paper/rows.yaml, from FLOPs (no GPU was available to measure).
 
     .venv/bin/python experiments/paper/compute_estimate.py [--format markdown|json] [--gpu a100|h100] [--mfu 0.4]
+    .venv/bin/python experiments/paper/compute_estimate.py --table continue   # configs/pretrain/continue_*.yaml
 
 GPU-hours = images processed x training FLOPs per image / (peak bf16 FLOP/s x MFU) / 3600, where
 
@@ -16,6 +17,9 @@ GPU-hours = images processed x training FLOPs per image / (peak bf16 FLOP/s x MF
   (mask_sample_probability x mean(mask_ratio_range) of the global-crop patches), for student and teacher.
   DeiT III: 3 x forward at the training crop plus the classifier. Optimizer, norms, losses, data
   loading and communication are not counted; MFU absorbs them.
+* Continued pretraining (``--table continue``): the iterations of ``configs/pretrain/continue.yaml``
+  (10,000), of which the head warm-up's cost the student's backbone forward only (no backward: it
+  is frozen), the heads forward + backward and the teacher forward.
 * Evaluations (frozen backbone, forward only): the probe's training images x forward FLOPs at the crop,
   plus validation (every val_check_interval) with sliding windows, TTA scales and flips on images of a
   typical size per dataset (stated in DATASETS below).
@@ -115,6 +119,13 @@ def head_flops_per_token(embed_dim: int, prototypes: int, hidden: int, bottlenec
 
 
 def dinov2_flops_per_image(config: dict) -> float:
+    """Training FLOPs per image: student forward + backward (3 x forward), teacher forward."""
+    parts = dinov2_flop_parts(config)
+    return 3 * (parts["student_backbone"] + parts["student_heads"]) + parts["teacher"]
+
+
+def dinov2_flop_parts(config: dict) -> dict[str, float]:
+    """Forward FLOPs per image of the student's backbone, the student's heads and the teacher (backbone + heads)."""
     model, data, task = backbone(config), config["data"]["init_args"], config["model"]["init_args"]
     crop, local = data["crop_size"], data["local_crop_size"]
     num_local, batch = data["num_local_crops"], data["batch_size"]  # per GPU: the student's forward batches
@@ -131,9 +142,11 @@ def dinov2_flops_per_image(config: dict) -> float:
     else:
         ibot_sizes = (task["num_prototypes"], task["head_hidden_dim"], task["head_bottleneck_dim"])
     ibot = head_flops_per_token(model.embed_dim, *ibot_sizes)
-    student = 2 * student_global + num_local * student_local + (2 + num_local) * dino + masked * ibot
-    teacher = 2 * global_fwd + 2 * dino + masked * ibot
-    return 3 * student + teacher
+    return {
+        "student_backbone": 2 * student_global + num_local * student_local,
+        "student_heads": (2 + num_local) * dino + masked * ibot,
+        "teacher": 2 * global_fwd + 2 * dino + masked * ibot,
+    }
 
 
 def deit3_flops_per_image(config: dict) -> float:
@@ -213,6 +226,89 @@ def estimate(gpu: str, mfu: float) -> dict:
     return {"gpu": gpu, "mfu": mfu, "sustained_tflops": rate / 1e12, "runs": runs}
 
 
+CONTINUE_BASE = ["configs/pretrain/dinov2.yaml", "configs/pretrain/continue.yaml"]
+CONTINUE_OVERLAYS = {
+    f"continue_{size}_{spec}{'+reg4' if registers else ''}": [
+        f"configs/pretrain/continue_{size}_{spec}.yaml",
+        *(["configs/pretrain/continue_reg4.yaml"] if registers else []),
+    ]
+    for size in ("vits14", "vitb14", "vitl14")
+    for spec in ("vanilla", "paper")
+    for registers in (False, True)
+} | {
+    f"continue_dinov3_{size}_{spec}": [f"configs/pretrain/continue_dinov3_{size}_{spec}.yaml"]
+    for size in ("vits16", "vitb16", "vitl16")
+    for spec in ("vanilla", "paper")
+}
+FROM_SCRATCH = ["configs/pretrain/dinov2.yaml", "configs/pretrain/vitl14_vanilla.yaml"]  # for comparison
+
+
+def continue_estimate(gpu: str, mfu: float) -> dict:
+    """GPU-hours of each continued-pretraining recipe (the head warm-up without backbone backward)."""
+    rate = PEAK_FLOPS[gpu] * mfu
+    runs = {}
+    for name, overlays in CONTINUE_OVERLAYS.items():
+        config = load_configs([*CONTINUE_BASE, *overlays])
+        model, trainer, task = backbone(config), config["trainer"], config["model"]["init_args"]
+        parts = dinov2_flop_parts(config)
+        global_batch = DINOV2_SBATCH_GPUS * config["data"]["init_args"]["batch_size"]
+        per_epoch = iterations_per_epoch(trainer, DATASETS["imagenet"]["train"], global_batch)
+        iterations = trainer["max_epochs"] * per_epoch
+        head_iterations = round(task["head_warmup_epochs"] * per_epoch)
+        full = 3 * (parts["student_backbone"] + parts["student_heads"]) + parts["teacher"]
+        head_phase = parts["student_backbone"] + 3 * parts["student_heads"] + parts["teacher"]
+        flops = global_batch * (head_iterations * head_phase + (iterations - head_iterations) * full)
+        runs[name] = {
+            "configs": [*CONTINUE_BASE, *overlays],
+            "params_M": count_parameters(model).total / 1e6,
+            "overhead_pct": 100 * count_parameters(model).overhead,
+            "global_batch": global_batch,
+            "iterations": iterations,
+            "head_warmup_iterations": head_iterations,
+            "train_gflops_per_image": full / 1e9,
+            "gpu_hours": flops / rate / 3600,
+        }
+    scratch = load_configs(FROM_SCRATCH)
+    scratch_batch = DINOV2_SBATCH_GPUS * scratch["data"]["init_args"]["batch_size"]
+    scratch_iterations = scratch["trainer"]["max_epochs"] * iterations_per_epoch(
+        scratch["trainer"], DATASETS["imagenet"]["train"], scratch_batch
+    )
+    scratch_hours = scratch_iterations * scratch_batch * dinov2_flops_per_image(scratch) / rate / 3600
+    return {
+        "gpu": gpu,
+        "mfu": mfu,
+        "sustained_tflops": rate / 1e12,
+        "runs": runs,
+        "from_scratch_vitl14_gpu_hours": scratch_hours,
+        "from_scratch_vitl14_iterations": scratch_iterations,
+    }
+
+
+def continue_markdown(result: dict) -> str:
+    lines = [
+        f"GPU-hours on {result['gpu'].upper()} at {100 * result['mfu']:.0f} % MFU "
+        f"({result['sustained_tflops']:.0f} TFLOP/s sustained); computed by experiments/paper/compute_estimate.py "
+        "--table continue.",
+        "",
+        "| recipe (after dinov2.yaml + continue.yaml) | params (M) | overhead | global batch | iterations "
+        "(head warm-up) | train GFLOPs/img | GPU-h |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, r in result["runs"].items():
+        lines.append(
+            f"| `{name}` | {r['params_M']:.1f} | +{r['overhead_pct']:.2f} % | {r['global_batch']} | "
+            f"{r['iterations']:,} ({r['head_warmup_iterations']:,}) | {r['train_gflops_per_image']:.0f} | "
+            f"{r['gpu_hours']:,.1f} |"
+        )
+    lines += [
+        "",
+        f"For scale: DINOv2's ViT-L/14 recipe from scratch (`vitl14_vanilla.yaml`, "
+        f"{result['from_scratch_vitl14_iterations']:,} iterations) is {result['from_scratch_vitl14_gpu_hours']:,.0f} "
+        "GPU-h on the same assumptions.",
+    ]
+    return "\n".join(lines)
+
+
 def markdown(result: dict) -> str:
     spec = yaml.safe_load(ROWS.read_text())
     lines = [
@@ -252,9 +348,17 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--format", choices=["markdown", "json"], default="markdown")
     parser.add_argument("--gpu", choices=sorted(PEAK_FLOPS), default="a100")
     parser.add_argument("--mfu", type=float, default=0.4, help="model FLOP utilisation, an assumption")
+    parser.add_argument(
+        "--table", choices=["paper", "continue"], default="paper",
+        help="paper: the runs of rows.yaml; continue: the continued-pretraining recipes (configs/pretrain/continue_*)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     if not 0 < args.mfu <= 1:
         parser.error(f"--mfu {args.mfu}: expected a fraction in (0, 1]")
+    if args.table == "continue":
+        result = continue_estimate(args.gpu, args.mfu)
+        print(continue_markdown(result) if args.format == "markdown" else json.dumps(result, indent=2))
+        return result
     result = estimate(args.gpu, args.mfu)
     print(markdown(result) if args.format == "markdown" else json.dumps(result, indent=2))
     return result

@@ -32,7 +32,7 @@ PINNED_KEYS = {
     "schema_version",
     "model.specialization", "model.patch_size", "model.embed_dim", "model.depth", "model.num_heads",
     "model.qkv_bias", "model.num_registers", "model.num_prefix_tokens", "model.num_prefix_path_tokens",
-    "model.num_parameters",
+    "model.num_parameters", "model.position_encoding", "model.ffn_layer",
     "input.num_images", "input.height", "input.width", "input.grid", "input.num_patches",
     "settings.top_channels", "settings.outlier_ratio",
     "blocks[].index",

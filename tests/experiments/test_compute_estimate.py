@@ -72,3 +72,33 @@ def test_student_flops_count_the_batch_subset_of_stochastic_depth():
     full = ESTIMATE.forward_flops(model, 224)
     embed = 2 * 16 * 16 * (3 * 14 * 14) * 1024
     assert ESTIMATE.student_forward_flops(model, 224, 64) == pytest.approx(embed + (full - embed) * 38 / 64)
+
+
+def test_continue_table_covers_every_release_and_counts_the_frozen_warmup_cheaper():
+    result = ESTIMATE.continue_estimate("a100", 0.4)
+    runs = result["runs"]
+    assert set(runs) == {
+        f"continue_{size}_{spec}{reg}"
+        for size in ("vits14", "vitb14", "vitl14")
+        for spec in ("vanilla", "paper")
+        for reg in ("", "+reg4")
+    } | {f"continue_dinov3_{size}_{spec}" for size in ("vits16", "vitb16", "vitl16") for spec in ("vanilla", "paper")}
+    small = runs["continue_vits14_vanilla"]
+    assert (small["iterations"], small["head_warmup_iterations"], small["global_batch"]) == (10_000, 1_250, 1024)
+    config = ESTIMATE.load_configs(small["configs"])
+    parts = ESTIMATE.dinov2_flop_parts(config)
+    full = 3 * (parts["student_backbone"] + parts["student_heads"]) + parts["teacher"]
+    frozen = parts["student_backbone"] + 3 * parts["student_heads"] + parts["teacher"]
+    assert frozen < full and full == pytest.approx(ESTIMATE.dinov2_flops_per_image(config))
+    expected = 1024 * (1_250 * frozen + 8_750 * full) / (312e12 * 0.4) / 3600
+    assert small["gpu_hours"] == pytest.approx(expected)
+    # Specialization adds parameters, not FLOPs; a continuation is a small fraction of a from-scratch run.
+    assert runs["continue_vitl14_paper"]["gpu_hours"] == runs["continue_vitl14_vanilla"]["gpu_hours"]
+    assert runs["continue_vitl14_paper"]["overhead_pct"] > 8
+    assert runs["continue_vitl14_vanilla"]["gpu_hours"] < 0.05 * result["from_scratch_vitl14_gpu_hours"]
+
+
+def test_continue_table_prints(capsys):
+    ESTIMATE.main(["--table", "continue"])
+    out = capsys.readouterr().out
+    assert "| `continue_vitb14_paper+reg4` |" in out and "10,000 (1,250)" in out

@@ -3,6 +3,7 @@ import torch
 
 from clsvit_lightning.models import (
     COMPONENTS,
+    DINOV3_SIZES,
     VisionTransformer,
     count_flops_per_image,
     count_parameters,
@@ -66,3 +67,28 @@ def test_training_flops_count_only_the_samples_that_batch_subset_stochastic_dept
     # Batch 4 at rate 0.5: each block's branches run on 2 of the 4 images.
     assert count_training_flops_per_image(model, batch_size=4) == embed + (forward - embed) / 2
     assert count_training_flops_per_image(model, batch_size=1) == forward  # at batch 1 the branch always runs
+
+
+def test_swiglu_flops_match_the_textbook_formula_and_rope_adds_no_counted_flops():
+    # DINOv3 layout: 4 storage tokens, SwiGLU of hidden 2/3 * 3 * 64 = 128 (three matmuls), RoPE.
+    config = dict(img_size=64, patch_size=16, embed_dim=64, depth=2, num_heads=4, num_registers=4, mlp_ratio=3.0)
+    swiglu = VisionTransformer(**config, ffn_layer="swiglu", position_encoding="rope", mask_k_bias=True)
+    dim, hidden, tokens, patches = 64, 128, 1 + 4 + 16, 16
+    per_block = 2 * tokens * (3 * dim * dim + dim * dim + 3 * dim * hidden) + 2 * 2 * tokens * tokens * dim
+    assert count_flops_per_image(swiglu) == 2 * per_block + 2 * patches * 3 * 16 * 16 * dim
+    # The rotation of q and k is element-wise (like norms and activations): RoPE and a learned
+    # position embedding count the same.
+    rope = VisionTransformer(**config, position_encoding="rope")
+    assert count_flops_per_image(rope) == count_flops_per_image(VisionTransformer(**config))
+    assert count_flops_per_image(rope, img_size=(32, 96)) > count_flops_per_image(rope, img_size=(32, 64))
+
+
+@pytest.mark.parametrize(
+    ("name", "overhead"),
+    [("dinov3_vits16", 0.0834), ("dinov3_vits16plus", 0.0628), ("dinov3_vitl16", 0.0836), ("dinov3_vit7b16", 0.0976)],
+)
+def test_paper_overhead_of_dinov3_sizes(name, overhead):
+    vanilla, paper = on_meta(DINOV3_SIZES[name]), on_meta(DINOV3_SIZES[name], specialization="paper")
+    assert count_parameters(paper).overhead == pytest.approx(overhead, abs=5e-5)
+    assert count_parameters(paper).unspecialized == count_parameters(vanilla).total
+    assert count_flops_per_image(paper) == count_flops_per_image(vanilla)

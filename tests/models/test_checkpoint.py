@@ -206,7 +206,7 @@ class _Custom:
     ],
 )
 def test_read_checkpoint_says_which_file_and_why_without_unsafe_advice(tmp_path, content, why):
-    from clsvit_lightning.models.checkpoint import CheckpointReadError, read_checkpoint
+    from clsvit_lightning.models.checkpoint_files import CheckpointReadError, read_checkpoint
 
     bad = tmp_path / "bad.pth"
     if content == "truncated":
@@ -224,7 +224,7 @@ def test_read_checkpoint_says_which_file_and_why_without_unsafe_advice(tmp_path,
 def test_a_pickle_of_foreign_objects_is_named_not_run(tmp_path):
     from collections import OrderedDict  # allowed by weights_only; a Path is not
 
-    from clsvit_lightning.models.checkpoint import CheckpointReadError, read_checkpoint
+    from clsvit_lightning.models.checkpoint_files import CheckpointReadError, read_checkpoint
 
     path = tmp_path / "objects.pth"
     torch.save(OrderedDict(where=tmp_path), path)

@@ -8,6 +8,7 @@ from clsvit_lightning.errors import ConfigError
 from clsvit_lightning.models.swiglu import (
     PackedSwiGLUFFN,
     SwiGLUFFN,
+    TokenSwiGLU,
     swiglu_align,
     swiglu_hidden_features,
     unpack_w12,
@@ -95,3 +96,27 @@ def test_matches_the_reference_ffn():
     state = {f"mlp.{k}": v for k, v in ffn.state_dict().items()}
     torch.testing.assert_close(ffn(x), _ffn(x, state, "mlp"))
     assert torch.equal(ffn.hidden(x), F.silu(ffn.w1(x)) * ffn.w2(x))
+
+
+def test_token_swiglu_is_swiglu_on_both_groups_and_splits_all_three_matrices():
+    shared = TokenSwiGLU(16, 48, align_to=8)  # hidden int(48 * 2 / 3) = 32
+    reference = SwiGLUFFN(16, 48, align_to=8)
+    reference.load_state_dict(shared.state_dict())  # the same keys: w1, w2, w3
+    prefix, patches = torch.randn(2, 3, 16), torch.randn(2, 5, 16)
+    out_prefix, out_patches = shared(prefix, patches)
+    torch.testing.assert_close(out_prefix, reference(prefix))
+    torch.testing.assert_close(out_patches, reference(patches))
+
+    split = TokenSwiGLU(16, 48, specialized=True, prefix_path_tokens=1)  # registers take the shared path
+    with torch.no_grad():
+        for name in ("w1", "w2", "w3"):
+            getattr(split, name).prefix_weight.add_(0.3)  # the [CLS] path, trained apart
+    shared_path, cls_path = SwiGLUFFN(16, 48), SwiGLUFFN(16, 48)
+    state = split.state_dict()
+    shared_path.load_state_dict({k: v for k, v in state.items() if "prefix_" not in k})
+    cls_path.load_state_dict({k.replace("prefix_", ""): v for k, v in state.items() if "prefix_" in k})
+    out_prefix, out_patches = split(prefix, patches)
+    torch.testing.assert_close(out_prefix[:, :1], cls_path(prefix[:, :1]))  # [CLS]: the prefix twins
+    torch.testing.assert_close(out_prefix[:, 1:], shared_path(prefix[:, 1:]))  # registers
+    torch.testing.assert_close(out_patches, shared_path(patches))
+    assert not torch.allclose(out_prefix[:, :1], shared_path(prefix[:, :1]))

@@ -1,9 +1,11 @@
-"""A specialized model warm-started from vanilla weights computes exactly the vanilla function."""
+"""A specialized model warm-started from vanilla weights computes exactly the vanilla function (DINOv2 and DINOv3)."""
 
 import pytest
 import torch
 
-from clsvit_lightning.models import COMPONENTS, VisionTransformer, load_pretrained
+from clsvit_lightning.models import COMPONENTS, VisionTransformer, dinov3_backbone_config, load_pretrained
+from clsvit_lightning.models.dinov3_keys import DINOv3Arch, dinov3_state_dict_shapes
+from tests.models.dinov3_reference import random_state_dict
 
 OUTPUT_KEYS = ("x_norm_clstoken", "x_norm_regtokens", "x_norm_patchtokens", "x_prenorm")
 
@@ -74,3 +76,39 @@ def test_a_fresh_specialized_model_starts_as_its_vanilla_twin():
         if getattr(module, "specialized", False) and hasattr(module, "prefix_parameter"):
             for name in module._split:
                 assert torch.equal(getattr(module, name), getattr(module, f"prefix_{name}"))
+
+
+# DINOv3 (RoPE, storage tokens, masked key bias, eps 1e-5; SwiGLU; the untied cls_norm), from its own layout.
+DINOV3_ARCHS = {
+    "mlp": DINOv3Arch(48, 3, 4, n_storage_tokens=4, patch_size=8),
+    "swiglu": DINOv3Arch(48, 3, 4, ffn_ratio=3, ffn_layer="swiglu", n_storage_tokens=4, patch_size=8),
+    "untied_norms": DINOv3Arch(48, 3, 4, n_storage_tokens=4, patch_size=8, untie_cls_and_patch_norms=True),
+}
+
+
+@pytest.mark.parametrize(
+    ("arch", "spec"),
+    # DINOv3's cls_norm normalises the storage tokens with [CLS]: no registers_path:patch with untied norms.
+    [(a, s) for a in DINOV3_ARCHS for s in SPECS if not (a == "untied_norms" and "registers_path:patch" in s)],
+)
+def test_warm_started_from_a_dinov3_checkpoint_outputs_equal_vanilla_bit_for_bit(arch, spec):
+    untied = DINOV3_ARCHS[arch].untie_cls_and_patch_norms
+    spec = spec.replace("paper", "norm1,ls1,norm2,ls2:all;qkv:0;final_norm")
+    if untied and "final_norm" not in spec:
+        spec += ";final_norm"
+    state = random_state_dict(dinov3_state_dict_shapes(DINOV3_ARCHS[arch]), seed=1)
+    config = dinov3_backbone_config(DINOV3_ARCHS[arch], img_size=32)
+    vanilla = VisionTransformer(**config).eval()  # with untied norms: the final norm split, as DINOv3's
+    load_pretrained(vanilla, state)
+    specialized = VisionTransformer(**{**config, "specialization": spec}).eval()
+    report = load_pretrained(specialized, state)
+    assert report.warm_started or specialized.spec == vanilla.spec  # untied norms: "final_norm" is DINOv3's own
+    images = torch.randn(2, 3, 32, 40)
+    with torch.no_grad():
+        expected, got = vanilla.forward_features(images), specialized.forward_features(images)
+        layers_expected = vanilla.get_intermediate_layers(images, n=2, return_class_token=True)
+        layers_got = specialized.get_intermediate_layers(images, n=2, return_class_token=True)
+    for key in OUTPUT_KEYS:
+        assert torch.equal(expected[key], got[key]), key
+    for (patches_a, cls_a), (patches_b, cls_b) in zip(layers_expected, layers_got, strict=True):
+        assert torch.equal(patches_a, patches_b) and torch.equal(cls_a, cls_b)

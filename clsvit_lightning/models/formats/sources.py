@@ -11,8 +11,10 @@ exported file (``clsvit export``)      ``{"model": state dict, "backbone_config"
 Lightning checkpoint, any task         the one ``*backbone.*`` prefix of ``state_dict`` (pretraining:
                                        ``teacher.`` or ``student.``); top-level ``backbone_config``
 run folder                             its newest ``last*.ckpt``, else newest ``.ckpt``
-Hugging Face model folder              ``config.json`` + ``model.safetensors`` (transformers' DINOv2)
-DINOv2 / timm file (no architecture)   inferred from the shapes (:func:`infer_backbone_config`)
+Hugging Face model folder              ``config.json`` + ``model.safetensors`` (transformers' DINOv2
+                                       or DINOv3)
+DINOv2 / DINOv3 / timm file            inferred from the shapes (:func:`infer_backbone_config`;
+(no architecture)                      DINOv3: ``dinov3_keys.infer_dinov3_arch``)
 =====================================  =============================================================
 """
 
@@ -30,6 +32,15 @@ from typing import Any
 from torch import Tensor
 
 from clsvit_lightning.errors import ConfigError
+from clsvit_lightning.models.checkpoint_files import (
+    CheckpointNotFoundError,
+    CheckpointReadError,
+    newest_checkpoint,
+    read_checkpoint,
+)
+from clsvit_lightning.models.dinov3 import dinov3_backbone_config
+from clsvit_lightning.models.dinov3_keys import dinov3_format, hf_to_dinov3
+from clsvit_lightning.models.formats.dinov3 import dinov3_arch_of, dinov3_to_clsvit
 from clsvit_lightning.models.formats.hf_dinov2 import (
     CONFIG_FILE,
     WEIGHTS_FILE,
@@ -39,6 +50,8 @@ from clsvit_lightning.models.formats.hf_dinov2 import (
     is_hf_layout,
     read_hf_folder,
 )
+from clsvit_lightning.models.formats.hf_dinov3 import MODEL_TYPE as HF_DINOV3_MODEL_TYPE
+from clsvit_lightning.models.formats.hf_dinov3 import backbone_config_from_hf_dinov3
 from clsvit_lightning.models.formats.safetensors_file import read_safetensors
 
 METADATA_CONFIG_KEY = "backbone_config"  # where our .safetensors files keep the architecture
@@ -63,11 +76,12 @@ def read_weights(path: str | os.PathLike) -> Mapping[str, object]:
     path = Path(path)
     if path.is_dir() and _is_hf_folder(path):
         state, config = read_hf_folder(path)
+        if config.get("model_type") == HF_DINOV3_MODEL_TYPE:  # DINOv3's names, with the folder's RoPE periods
+            return _hf_dinov3_weights(state, backbone_config_from_hf_dinov3(config, str(path / CONFIG_FILE)))
         backbone_config_from_hf(config, str(path / CONFIG_FILE))  # a DINOv2 model, else a clear error
         return state
     if path.suffix == ".safetensors":
         return _read_safetensors_file(path)[0]
-    from clsvit_lightning.models.checkpoint import read_checkpoint  # noqa: PLC0415 (checkpoint imports us)
 
     return read_checkpoint(path)
 
@@ -75,13 +89,16 @@ def read_weights(path: str | os.PathLike) -> Mapping[str, object]:
 def read_backbone(path: str | os.PathLike, which: str | None = None) -> BackboneSource:
     """The backbone at ``path`` (file or folder); ``which`` picks ``"teacher"`` or ``"student"`` in
     checkpoints holding both (default: the teacher; in others, the one backbone)."""
-    from clsvit_lightning.models.checkpoint import newest_checkpoint, read_checkpoint  # noqa: PLC0415
 
     path = Path(path)
     if path.is_dir() and _is_hf_folder(path):
         hf_state, hf_config = read_hf_folder(path)
-        config = backbone_config_from_hf(hf_config, str(path / CONFIG_FILE))
-        state, dropped = hf_to_dinov2(hf_state)
+        if hf_config.get("model_type") == HF_DINOV3_MODEL_TYPE:
+            config = backbone_config_from_hf_dinov3(hf_config, str(path / CONFIG_FILE))
+            state, dropped = dinov3_to_clsvit(_hf_dinov3_weights(hf_state, config))
+        else:
+            config = backbone_config_from_hf(hf_config, str(path / CONFIG_FILE))
+            state, dropped = hf_to_dinov2(hf_state)
         return _single(BackboneSource(str(path), state, config, dropped), which)
     if path.is_dir():
         path = newest_checkpoint(path)
@@ -95,6 +112,10 @@ def read_backbone(path: str | os.PathLike, which: str | None = None) -> Backbone
                 raise ConfigError(f"{path}: its {METADATA_CONFIG_KEY} metadata is not JSON") from None
         elif is_hf_layout(tensors) and (path.parent / CONFIG_FILE).is_file():  # model.safetensors of a folder
             config = backbone_config_from_hf(json.loads((path.parent / CONFIG_FILE).read_text()), str(path.parent))
+        elif dinov3_format(tensors) == "hf" and (path.parent / CONFIG_FILE).is_file():
+            hf_config = json.loads((path.parent / CONFIG_FILE).read_text())
+            config = backbone_config_from_hf_dinov3(hf_config, str(path.parent))
+            tensors = _hf_dinov3_weights(tensors, config)
         state, dropped = select_backbone(tensors, which, str(path))
         return BackboneSource(str(path), state, config, dropped)
     raw = read_checkpoint(path)
@@ -119,6 +140,9 @@ def select_backbone(raw: Mapping[str, object], which: str | None, source: str) -
     if is_hf_layout(tensors):
         converted, dropped = hf_to_dinov2(tensors)
         return _single(BackboneSource(source, converted, None, dropped), which).state, dropped
+    if dinov3_format(tensors) == "hf":  # the head count of a released width gives the RoPE periods
+        converted, dropped = dinov3_to_clsvit(hf_to_dinov3(tensors))
+        return _single(BackboneSource(source, converted, None, dropped), which).state, dropped
     prefixes = sorted(k[: -len(_PATCH_EMBED)] for k in tensors if k.endswith(_PATCH_EMBED))
     if not prefixes:
         raise ConfigError(
@@ -138,11 +162,15 @@ def select_backbone(raw: Mapping[str, object], which: str | None, source: str) -
             raise ConfigError(f"{source} holds several backbones ({_describe_prefixes(prefixes)}); choose one")
     prefix = chosen[0]
     backbone = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
-    return backbone, sorted(k for k in tensors if not k.startswith(prefix))
+    backbone, training_only = dinov3_to_clsvit(backbone)  # DINOv3's names; ours pass as they are
+    return backbone, sorted([k for k in tensors if not k.startswith(prefix)] + training_only)
 
 
 def infer_backbone_config(state: Mapping[str, Tensor], source: str, given: Mapping[str, Any]) -> dict[str, Any]:
-    """The architecture of a DINOv2/timm state dict that does not state it, read from the shapes.
+    """The architecture of a DINOv2/DINOv3/timm state dict that does not state it, read from the shapes.
+
+    A DINOv3 state dict (``rope_embed.periods``) says all of it (``infer_dinov3_arch``), its untied
+    ``cls_norm`` included (the ``final_norm`` specialization). For the others:
 
     ``num_heads`` is ``embed_dim / 64`` (every released size) and a specialization cannot be read
     off the keys: ``given`` (the caller's keyword arguments) supplies either where they differ.
@@ -151,6 +179,15 @@ def infer_backbone_config(state: Mapping[str, Tensor], source: str, given: Mappi
     """
     if _PATCH_EMBED not in state:
         raise ConfigError(f"{source}: no {_PATCH_EMBED}; cannot tell the architecture")
+    prefix_keys = {k for k in state if ".prefix_" in k or k.startswith("prefix_")}
+    untied_dinov3 = "rope_embed.periods" in state and prefix_keys == _DINOV3_UNTIED_NORM  # DINOv3's cls_norm
+    if "specialization" not in given and prefix_keys and not untied_dinov3:
+        raise ConfigError(
+            f"{source} holds specialized weights without their configuration; pass specialization= (the spec it was "
+            "trained with)"
+        )
+    if "rope_embed.periods" in state:  # DINOv3: every size option is in the keys and shapes
+        return dinov3_backbone_config(dinov3_arch_of(state)[1], in_chans=state[_PATCH_EMBED].shape[1])
     embed_dim, in_chans, patch_size, _ = state[_PATCH_EMBED].shape
     blocks = {int(m.group(1)) for k in state if (m := re.match(r"^blocks\.(?:\d+\.)?(\d+)\.norm1\.weight$", k))}
     registers = state.get("register_tokens", state.get("reg_token"))
@@ -163,11 +200,6 @@ def infer_backbone_config(state: Mapping[str, Tensor], source: str, given: Mappi
             f"{source} does not state its number of attention heads, and its width {embed_dim} is not a multiple of "
             f"{_HEAD_WIDTH} (the head width of every DINOv2/timm ViT); pass num_heads="
         )
-    if "specialization" not in given and any(".prefix_" in k or k.startswith("prefix_") for k in state):
-        raise ConfigError(
-            f"{source} holds specialized weights without their configuration; pass specialization= (the spec it was "
-            "trained with)"
-        )
     return dict(
         img_size=side * patch_size, patch_size=patch_size, in_chans=in_chans, embed_dim=embed_dim,
         depth=max(blocks) + 1 if blocks else 0, num_heads=embed_dim // _HEAD_WIDTH,
@@ -178,6 +210,14 @@ def infer_backbone_config(state: Mapping[str, Tensor], source: str, given: Mappi
     )  # fmt: skip
 
 
+_DINOV3_UNTIED_NORM = {"norm.prefix_weight", "norm.prefix_bias"}
+
+
+def _hf_dinov3_weights(state: Mapping[str, Tensor], config: Mapping[str, Any]) -> dict[str, Tensor]:
+    """transformers' DINOv3 weights under DINOv3's names, with the RoPE periods of their ``config.json``."""
+    return hf_to_dinov3(state, num_heads=config["num_heads"], rope_base=config["rope_base"])
+
+
 def _is_hf_folder(folder: Path) -> bool:
     """A folder with transformers' weights, or with a ``config.json`` and no ``.ckpt`` (a run folder)."""
     if (folder / WEIGHTS_FILE).is_file() or (folder / WEIGHTS_INDEX_FILE).is_file():
@@ -186,7 +226,6 @@ def _is_hf_folder(folder: Path) -> bool:
 
 
 def _read_safetensors_file(path: Path) -> tuple[dict[str, Tensor], dict[str, str]]:
-    from clsvit_lightning.models.checkpoint import CheckpointNotFoundError, CheckpointReadError  # noqa: PLC0415
 
     if not path.exists():
         raise CheckpointNotFoundError(f"{path} does not exist")
