@@ -11,6 +11,10 @@ given vanilla weights starts as the vanilla model (its [CLS]/register parameters
   variants: the geometry of DINOv2's released models (patch 14, 518 px grid; 4 registers and
   their position-embedding resize for ``_reg``). The giant is built with an MLP: DINOv2's released
   giant uses SwiGLU, and its weights are refused with a message saying so;
+* ``dinov3_vits16``, ``dinov3_vits16plus``, ``dinov3_vitb16``, ``dinov3_vitl16``,
+  ``dinov3_vitl16plus``, ``dinov3_vith16plus``, ``dinov3_vit7b16``: DINOv3's released
+  architectures (RoPE, 4 storage tokens, patch 16); a specialized one needs ``final_norm`` to
+  take DINOv3's untied [CLS] norm (the ``paper`` preset has it);
 * ``from_pretrained``: the backbone of any file or run folder, architecture included.
 """
 
@@ -72,6 +76,26 @@ dinov2_vits14_reg = _dinov2("vit_small", registers=True)
 dinov2_vitb14_reg = _dinov2("vit_base", registers=True)
 dinov2_vitl14_reg = _dinov2("vit_large", registers=True)
 dinov2_vitg14_reg = _dinov2("vit_giant", registers=True)
+
+
+def _dinov3(preset):
+    def entry(*, weights=None, specialization="vanilla", **kwargs):
+        model = getattr(_models, preset)(specialization=specialization, **kwargs)
+        if weights is not None:
+            _models.load_pretrained(model, weights)
+        return model.eval()
+
+    entry.__doc__ = f"DINOv3's ``{preset}`` (``clsvit_lightning.models.{preset}``); ``kwargs`` go to it."
+    return entry
+
+
+dinov3_vits16 = _dinov3("dinov3_vits16")
+dinov3_vits16plus = _dinov3("dinov3_vits16plus")
+dinov3_vitb16 = _dinov3("dinov3_vitb16")
+dinov3_vitl16 = _dinov3("dinov3_vitl16")
+dinov3_vitl16plus = _dinov3("dinov3_vitl16plus")
+dinov3_vith16plus = _dinov3("dinov3_vith16plus")
+dinov3_vit7b16 = _dinov3("dinov3_vit7b16")
 
 
 def from_pretrained(path, which=None, **overrides):

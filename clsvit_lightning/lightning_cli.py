@@ -34,7 +34,7 @@ SUBCOMMANDS = ("fit", "validate", "test", "predict")
 # Backbone constructor arguments a checkpoint's weights fix (shapes, which parameters exist).
 FIXED_BACKBONE_ARGS = (
     "patch_size", "embed_dim", "depth", "num_heads", "mlp_ratio", "qkv_bias", "num_registers", "specialization",
-    "in_chans",
+    "in_chans", "position_encoding", "ffn_layer", "mask_k_bias", "norm_eps",
 )  # fmt: skip
 
 

@@ -31,8 +31,8 @@ class Attention(nn.Module):
     and value of both groups are joined into one sequence ``[CLS, registers, patches]``. With
     ``rope`` (DINOv3), the patches' queries and keys are then rotated in place, in the rope's
     dtype (:func:`rotate_patches_`); [CLS] and the registers are not. ``mask_k_bias`` (DINOv3)
-    gives ``qkv`` a ``bias_mask`` buffer that is 0 on the key third: a key bias only adds the same ``q . b`` to every logit of
-    a query, so without RoPE softmax ignores it, and DINOv3 keeps it out.
+    gives ``qkv`` a ``bias_mask`` buffer that is 0 on the key third: a key bias only adds the same
+    ``q . b`` to every logit of a query, so without RoPE softmax ignores it, and DINOv3 keeps it out.
     """
 
     def __init__(

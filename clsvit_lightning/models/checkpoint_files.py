@@ -29,7 +29,6 @@ class CheckpointNotFoundError(FileNotFoundError, ConfigError):
     """The checkpoint path does not exist (a ``FileNotFoundError`` to its callers)."""
 
 
-
 def read_checkpoint(path: str | os.PathLike) -> Mapping[str, object]:
     """``torch.load`` with ``weights_only=True``; every checkpoint reader of the project goes through it.
 

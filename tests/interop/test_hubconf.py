@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from clsvit_lightning.errors import ConfigError
-from clsvit_lightning.models import export_backbone, from_pretrained, vit_small
+from clsvit_lightning.models import dinov3_vits16, export_backbone, from_pretrained, vit_small
 from tests.interop.backbones import features, randomize
 
 REPO = Path(__file__).resolve().parents[2]
@@ -27,7 +27,23 @@ def test_entry_points_and_dependencies():
     sizes = ("s", "b", "l", "g")
     assert entries == {"vit_small", "vit_base", "vit_large", "vit_giant", "from_pretrained"} | {
         f"dinov2_vit{size}14{suffix}" for size in sizes for suffix in ("", "_reg")
+    } | {
+        f"dinov3_{name}" for name in ("vits16", "vits16plus", "vitb16", "vitl16", "vitl16plus", "vith16plus", "vit7b16")
     }
+
+
+def test_dinov3_entries_build_the_release_and_load_local_weights(tmp_path):
+    with torch.device("meta"):  # the 7B without allocating it
+        big = hub("dinov3_vit7b16")
+    assert (big.config["embed_dim"], big.config["depth"], big.config["patch_size"]) == (4096, 40, 16)
+    assert big.config["position_encoding"] == "rope" and big.config["num_registers"] == 4
+    trained = randomize(dinov3_vits16(img_size=32))
+    export_backbone(trained, tmp_path / "vits16.pth")
+    images = torch.randn(1, 3, 32, 48, generator=torch.Generator().manual_seed(1))  # RoPE: any grid
+    loaded = hub("dinov3_vits16", weights=str(tmp_path / "vits16.pth"), img_size=32)
+    assert torch.equal(features(loaded, images), features(trained.eval(), images))
+    specialized = hub("dinov3_vits16", weights=str(tmp_path / "vits16.pth"), specialization="paper", img_size=32)
+    assert torch.equal(features(specialized, images), features(trained.eval(), images))
 
 
 def test_dinov2_named_entries_have_dinov2s_geometry_and_take_a_specialization():

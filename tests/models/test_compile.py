@@ -50,6 +50,25 @@ def test_compiled_blocks_match_eager_outputs_and_gradients_and_keep_the_keys():
             torch.testing.assert_close(result[2][name], grad, rtol=1e-4, atol=1e-5, msg=name)
 
 
+def test_compiled_dinov3_blocks_match_eager_with_rope_augmentation():
+    """RoPE rotates q and k in place inside each compiled block; training draws each block's rope."""
+    torch.manual_seed(0)
+    dinov3 = dict(position_encoding="rope", rope_rescale_coords=2.0, mask_k_bias=True, norm_eps=1e-5)
+    eager = tiny_backbone(**dinov3, ffn_layer="swiglu", mlp_ratio=3.0).train()
+    compiled = tiny_backbone(**dinov3, ffn_layer="swiglu", mlp_ratio=3.0).train()
+    compiled.load_state_dict(eager.state_dict())
+    compile_blocks(compiled)
+    images = torch.randn(4, 3, 32, 48)  # not square
+    torch.manual_seed(1)  # the same rope draws in both
+    reference = outputs_and_gradients(eager, images)
+    torch.manual_seed(1)
+    result = outputs_and_gradients(compiled, images)
+    for got, expected in zip(result[:2], reference[:2], strict=True):
+        torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+    for name, grad in reference[2].items():
+        torch.testing.assert_close(result[2][name], grad, rtol=1e-4, atol=1e-5, msg=name)
+
+
 def tiny_module(compile: bool) -> DINOv2Pretraining:
     seed_everything(0)
     backbone = VisionTransformer(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2, specialization="paper")

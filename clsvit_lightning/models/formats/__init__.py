@@ -1,7 +1,8 @@
 """Backbone weights in other layouts: reading them (``sources``) and writing them (``export``).
 
 One module per foreign layout: ``hf_dinov2`` (transformers' ``Dinov2Model`` and
-``Dinov2WithRegistersModel``), ``timm_vit`` (timm's DINOv2 ``VisionTransformer``), and
+``Dinov2WithRegistersModel``), ``dinov3`` (DINOv3's official layout), ``hf_dinov3`` (transformers'
+``DINOv3ViTModel`` configuration), ``timm_vit`` (timm's DINOv2 ``VisionTransformer``), and
 ``safetensors_file`` (the file format, read and written with torch alone). Imports without
 Lightning, transformers, timm or safetensors.
 """
