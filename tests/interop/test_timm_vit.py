@@ -82,5 +82,5 @@ def test_the_printed_create_model_call_loads_into_timm_with_the_same_features(tm
         pytest.skip("timm is not installed (the fixture test above checks the layout without it)")
     assert done.returncode == 0, done.stderr[-3000:]
     for name, model in cases.items():
-        timm_features = torch.load(tmp_path / f"{name}.out.pt")
+        timm_features = torch.load(tmp_path / f"{name}.out.pt", weights_only=True)
         torch.testing.assert_close(timm_features, features(model, images), atol=1e-5, rtol=0, msg=name)

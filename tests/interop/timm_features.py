@@ -2,7 +2,7 @@
 
 ``python tests/interop/timm_features.py JOBS.json``: each job is ``{"model_name", "kwargs",
 "file", "images", "out"}``; ``create_model(model_name, pretrained=True, pretrained_cfg_overlay=
-dict(file=file), **kwargs)`` then ``forward_features(torch.load(images))`` is saved to ``out``.
+dict(file=file), **kwargs)`` then ``forward_features(torch.load(images, weights_only=True))`` is saved to ``out``.
 Exits with 3 when timm is not installed. A separate process: the torchvision stand-in (see
 ``timm_import.py``) must not leak into the test session.
 """
@@ -28,7 +28,7 @@ def main(jobs_path: str) -> None:
         overlay = dict(file=job["file"])
         model = timm.create_model(job["model_name"], pretrained=True, pretrained_cfg_overlay=overlay, **job["kwargs"])
         with torch.no_grad():
-            torch.save(model.eval().forward_features(torch.load(job["images"])), job["out"])
+            torch.save(model.eval().forward_features(torch.load(job["images"], weights_only=True)), job["out"])
     print(f"timm {timm.__version__}")
 
 

@@ -87,7 +87,8 @@ def export_backbone(model: VisionTransformer, out: str | os.PathLike, format: st
             f"dinov2.models.vision_transformer.DinoVisionTransformer(img_size={config['img_size']}, "
             f"patch_size={config['patch_size']}, embed_dim={config['embed_dim']}, depth={config['depth']}, "
             f"num_heads={config['num_heads']}, num_register_tokens={config['num_registers']}, "
-            f"init_values={config.get('layerscale_init')}, block_chunks=0).load_state_dict(torch.load({str(out)!r}))"
+            f"init_values={config.get('layerscale_init')}, block_chunks=0)"
+            f".load_state_dict(torch.load({str(out)!r}, weights_only=True))"
         )
     elif format == "timm":
         state = dinov2_to_timm(state)
@@ -118,6 +119,8 @@ def _dinov3_load_line(state: dict[str, torch.Tensor], out: str) -> str:
     """DINOv3's own loading call for a released size (its README's ``torch.hub.load``), else what to build."""
     name, arch = dinov3_arch_of(state)
     if name is None:
-        return f"DINOv3's DinoVisionTransformer({arch.describe()}).load_state_dict(torch.load({out!r}))"
+        return (
+            f"DINOv3's DinoVisionTransformer({arch.describe()}).load_state_dict(torch.load({out!r}, weights_only=True))"
+        )
     note = "  # its hub model also holds the training-only local_cls_norm: strict=False" if name == "vit7b16" else ""
     return f"torch.hub.load('<dinov3 checkout>', 'dinov3_{name}', source='local', weights={out!r}){note}"
