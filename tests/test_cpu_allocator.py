@@ -70,13 +70,14 @@ def test_a_c_library_without_mallopt_is_left_alone(monkeypatch):
 
 
 # A forward pass in miniature: a chain of activations of changing sizes (6-24 MiB), each step
-# keeping a 2 MiB tensor for a backward; everything freed at the end. Minor page faults per round.
+# keeping a 2 MiB tensor for a backward; everything freed at the end. Minor page faults per round
+# (12 rounds: the last 8 are the steady state).
 PATTERN = """
 import resource, torch
 from clsvit_lightning.cpu_allocator import keep_freed_memory
 tuned = keep_freed_memory()
 faults = []
-for _ in range(8):
+for _ in range(12):
     start = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     saved, x = [], torch.empty(2**20).fill_(1.0)
     for i in range(12):
@@ -111,13 +112,18 @@ def glibc_defaults_in_use() -> bool:
 def test_freed_tensors_are_reused_without_page_faults():
     tuned, faults = run_pattern("1")
     assert tuned
-    # Once the heap has grown to the peak, every block is a reused one. One round in four may still
-    # fault a 2 MiB range in again (512 pages) when the kernel reclaims under a loaded machine's
-    # memory pressure; with glibc's defaults every round faults thousands (below).
-    assert sum(f < 256 for f in faults[-4:]) >= 3, faults
+    # Once the heap has grown to the peak (4 rounds), every block is a reused one. One round in four
+    # may still fault a 2 MiB range in again (512 pages) when the kernel reclaims under a loaded
+    # machine's memory pressure.
+    steady = faults[-8:]
+    assert sum(f < 256 for f in steady) >= 6, faults
     default, default_faults = run_pattern("0")
     assert not default
-    assert min(default_faults[-3:]) > 4096  # glibc's defaults unmap and trim, and fault the memory in again
+    # glibc's defaults unmap and trim, and fault the memory in again. How often depends on where its
+    # adaptive thresholds settle and on what small block happens to sit at the heap top (every round
+    # on one machine, one round in three on another), so the contrast is a total over the rounds:
+    # at least 16 MiB more faulted in than with the tuning.
+    assert sum(default_faults[-8:]) >= 4096 + sum(steady), (default_faults, faults)
 
 
 def test_the_clsvit_command_tunes_malloc_before_it_runs(monkeypatch):
