@@ -9,8 +9,8 @@ given vanilla weights starts as the vanilla model (its [CLS]/register parameters
   224 px unless given);
 * ``dinov2_vits14``, ``dinov2_vitb14``, ``dinov2_vitl14``, ``dinov2_vitg14`` and their ``_reg``
   variants: the geometry of DINOv2's released models (patch 14, 518 px grid; 4 registers and
-  their position-embedding resize for ``_reg``). The giant is built with an MLP: DINOv2's released
-  giant uses SwiGLU, and its weights are refused with a message saying so;
+  their position-embedding resize for ``_reg``); ``dinov2_vitg14`` has DINOv2's SwiGLU FFN
+  (``ffn_layer="swiglu"``), which reads the released giant's packed ``w12``;
 * ``dinov3_vits16``, ``dinov3_vits16plus``, ``dinov3_vitb16``, ``dinov3_vitl16``,
   ``dinov3_vitl16plus``, ``dinov3_vith16plus``, ``dinov3_vit7b16``: DINOv3's released
   architectures (RoPE, 4 storage tokens, patch 16); a specialized one needs ``final_norm`` to
@@ -56,14 +56,17 @@ def vit_giant(*, weights=None, specialization="vanilla", num_registers=0, **kwar
 
 
 def _dinov2(preset, registers):
+    ffn = {"ffn_layer": "swiglu"} if preset == "vit_giant" else {}  # DINOv2's giant: SwiGLU, hidden 4096
+
     def entry(*, weights=None, specialization="vanilla", num_registers=4 if registers else 0, **kwargs):
-        geometry = {**_DINOV2_GEOMETRY, **(_DINOV2_REGISTERS if registers else {}), **kwargs}
+        geometry = {**_DINOV2_GEOMETRY, **(_DINOV2_REGISTERS if registers else {}), **ffn, **kwargs}
         return _build(preset, weights, specialization, num_registers, **geometry)
 
     size = preset.removeprefix("vit_")
+    arguments = "".join(f", {k}={v!r}" for k, v in ffn.items())
     entry.__doc__ = (
         f"DINOv2's ViT-{size[0].upper()}/14{' with registers' if registers else ''}: "
-        f"``{preset}(patch_size=14, img_size=518{', num_registers=4' if registers else ''})``."
+        f"``{preset}(patch_size=14, img_size=518{', num_registers=4' if registers else ''}{arguments})``."
     )
     return entry
 

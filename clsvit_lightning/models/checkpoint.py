@@ -13,6 +13,8 @@ Our key names are DINOv2's, so most of the work is unwrapping and renaming:
   ``module.`` and ``backbone.`` (heads such as ``dino_head.*`` beside ``backbone.*`` are dropped);
   Lightning checkpoints of this project's pretraining (``teacher.backbone.*``: the teacher);
 * DINOv2 training chunks: ``blocks.<chunk>.<i>.`` -> ``blocks.<i>.`` (``i`` is already global);
+* DINOv2's giant (a SwiGLU model: ``ffn_layer="swiglu"``): its packed ``mlp.w12`` (timm:
+  ``mlp.fc1``/``fc2``) -> ``mlp.w1`` (first half, the gate), ``mlp.w2``, ``mlp.w3``;
 * DeiT III: ``blocks.<i>.gamma_1``/``gamma_2`` -> ``blocks.<i>.ls1.gamma``/``ls2.gamma``;
 * timm: ``reg_token`` -> ``register_tokens``, a ``pos_embed`` without a [CLS] position
   (``no_embed_class``) gets a zero one, the classifier ``head.*`` is dropped;
@@ -42,11 +44,13 @@ from clsvit_lightning.models.dinov3_keys import dinov3_format, hf_to_dinov3
 from clsvit_lightning.models.formats.dinov3 import dinov3_arch_of, dinov3_to_clsvit
 from clsvit_lightning.models.formats.hf_dinov2 import hf_to_dinov2, is_hf_layout
 from clsvit_lightning.models.formats.sources import read_weights
+from clsvit_lightning.models.swiglu import unpack_w12
 from clsvit_lightning.models.vision_transformer import VisionTransformer
 
 _WRAPPERS = ("teacher", "model", "state_dict")
 _CHUNKED_BLOCK = re.compile(r"^blocks\.\d+\.(\d+)\.")
 _DEIT3_LAYERSCALE = re.compile(r"^blocks\.(\d+)\.gamma_([12])$")  # DeiT III (models_v2.py): gamma_1, gamma_2
+_TIMM_SWIGLU = re.compile(r"^(blocks\.\d+\.)mlp\.fc([12])\.")  # timm's SwiGLUPacked (DINOv2 giant)
 _DROPPED_TIMM_KEYS = ("head.weight", "head.bias")
 # Model parameters a foreign checkpoint may lack; they keep their initial value.
 _OPTIONAL_KEYS = ("mask_token",)
@@ -211,7 +215,29 @@ def _to_dinov2_names(state: dict[str, Tensor], model: VisionTransformer, report:
         renamed[key] = value
     if "pos_embed" in renamed and model.pos_embed is not None:
         renamed["pos_embed"] = _fit_pos_embed(renamed["pos_embed"], model, report)
+    renamed = _unpack_swiglu(renamed, model)
     return renamed
+
+
+def _unpack_swiglu(state: dict[str, Tensor], model: VisionTransformer) -> dict[str, Tensor]:
+    """A SwiGLU model reads the packed layouts of DINOv2's giant: DINOv2's ``mlp.w12``/``mlp.w3``
+    (and transformers', renamed to them before) and timm's ``mlp.fc1``/``mlp.fc2`` (its
+    ``SwiGLUPacked``: the same matrices under MLP names, gate first)."""
+    if not str(model.config.get("ffn_layer", "mlp")).startswith("swiglu"):
+        return state
+    names = {"1": "w12", "2": "w3"}
+
+    def timm_packed(block: str) -> bool:  # fc1 twice as wide as fc2's input: SwiGLUPacked, not a GELU MLP
+        fc1, fc2 = state.get(f"{block}mlp.fc1.weight"), state.get(f"{block}mlp.fc2.weight")
+        return fc1 is not None and fc2 is not None and fc1.shape[0] == 2 * fc2.shape[-1]
+
+    state = {
+        _TIMM_SWIGLU.sub(lambda m: f"{m[1]}mlp.{names[m[2]]}.", key)
+        if timm_packed(key.split("mlp.")[0])
+        else key: value
+        for key, value in state.items()
+    }
+    return unpack_w12(state)
 
 
 def _fit_pos_embed(pos_embed: Tensor, model: VisionTransformer, report: LoadReport) -> Tensor:
@@ -288,7 +314,9 @@ def _hints(unknown: list[str], missing: list[str]) -> list[str]:
     hints = []
     if any(re.match(r"blocks\.\d+\.mlp\.w12\.", k) for k in unknown):
         hints.append(
-            "the checkpoint uses DINOv2's packed SwiGLU FFN (mlp.w12, DINOv2 giant2), which this backbone does not read"
+            "the checkpoint uses DINOv2's packed SwiGLU FFN (mlp.w12, its giant); build the model with "
+            "ffn_layer='swiglu' and mlp_ratio=4 (hubconf's dinov2_vitg14, or "
+            "vit_giant(patch_size=14, ffn_layer='swiglu'))"
         )
     elif any(re.match(r"blocks\.\d+\.mlp\.w[123]\.", k) for k in unknown):
         hints.append(

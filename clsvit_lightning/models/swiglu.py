@@ -1,5 +1,6 @@
-"""SwiGLU feed-forward layers: DINOv3's (``w1``, ``w2``, ``w3``), DINOv2's packed one (``w12``, ``w3``), and
-the backbone's token-pair SwiGLU (:class:`TokenSwiGLU`), specializable like ``TokenMlp``.
+"""SwiGLU feed-forward layers: DINOv3's (``w1``, ``w2``, ``w3``) and the backbone's token-pair SwiGLU
+(:class:`TokenSwiGLU`), specializable like ``TokenMlp``; DINOv2's packed layout (``w12``, ``w3``) is
+read and written by :func:`unpack_w12` / :func:`pack_w12`.
 
 ``w3(silu(w1 x) * w2 x)`` (Shazeer 2020, "GLU Variants Improve Transformer"). Two input matrices
 instead of one, so to keep the parameter count of an MLP of hidden size ``h``, the hidden size is
@@ -20,6 +21,10 @@ DINOv2 g       1536       4          swiglufused  6144               4096
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
+
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -117,42 +122,43 @@ class TokenSwiGLU(nn.Module):
         return F.silu(gate_prefix) * value_prefix, F.silu(gate_patches) * value_patches
 
 
-class PackedSwiGLUFFN(nn.Module):
-    """DINOv2's SwiGLU (``dinov2/layers/swiglu_ffn.py``): ``w12`` packs ``w1`` over ``w2`` (``[2 hidden, D]``).
+_PACKED = re.compile(r"^(.*\.)?w12\.(weight|bias)$")
+_GATE_OR_VALUE = re.compile(r"^(.*\.)?w([12])\.(weight|bias)$")
 
-    Same function and hidden size as :class:`SwiGLUFFN`; only the parameter layout (and names)
-    differ: ``w12.weight == cat([w1.weight, w2.weight])`` (see :func:`unpack_w12`).
+
+def unpack_w12(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """DINOv2's packed SwiGLU -> DINOv3's layout: every ``*w12.*`` becomes ``*w1.*`` (its first half,
+    the silu gate) and ``*w2.*`` (the second half); other keys are kept. A new dict.
+
+    DINOv2's ``SwiGLUFFNFused`` computes ``x1, x2 = w12(x).chunk(2); w3(silu(x1) * x2)``: the same
+    function as :class:`SwiGLUFFN` with ``w12 = cat([w1, w2])``. transformers (``mlp.weights_in``)
+    and timm (``SwiGLUPacked``'s ``mlp.fc1``, gate first) pack the same way.
     """
-
-    def __init__(
-        self,
-        in_features: int,
-        hidden_features: int,
-        out_features: int | None = None,
-        bias: bool = True,
-        align_to: int = 8,
-    ) -> None:
-        super().__init__()
-        out_features = out_features or in_features
-        self.hidden_features = swiglu_hidden_features(hidden_features, align_to)
-        self.w12 = _linear(in_features, 2 * self.hidden_features, bias)
-        self.w3 = _linear(self.hidden_features, out_features, bias)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.w3(self.hidden(x))
-
-    def hidden(self, x: Tensor) -> Tensor:
-        gate, value = self.w12(x).chunk(2, dim=-1)  # [..., 2 hidden] -> 2 x [..., hidden]
-        return F.silu(gate) * value
-
-
-def unpack_w12(state: dict[str, Tensor], prefix: str) -> dict[str, Tensor]:
-    """Rename a packed ``{prefix}w12.*`` into ``{prefix}w1.*`` and ``{prefix}w2.*`` (a new dict; ``w3`` kept)."""
-    out = {}
+    out: dict[str, Tensor] = {}
     for key, value in state.items():
-        if key.startswith(f"{prefix}w12."):
-            name = key.removeprefix(f"{prefix}w12.")
-            out[f"{prefix}w1.{name}"], out[f"{prefix}w2.{name}"] = value.chunk(2, dim=0)
-        else:
+        match = _PACKED.match(key)
+        if match is None:
             out[key] = value
+            continue
+        prefix, param = match.group(1) or "", match.group(2)
+        if value.shape[0] % 2:
+            raise ConfigError(f"{key}: a packed SwiGLU input of {value.shape[0]} rows; expected an even number")
+        out[f"{prefix}w1.{param}"], out[f"{prefix}w2.{param}"] = value.chunk(2, dim=0)
+    return out
+
+
+def pack_w12(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """The inverse of :func:`unpack_w12`: every ``*w1.*`` / ``*w2.*`` pair becomes ``*w12.*``."""
+    out: dict[str, Tensor] = {}
+    halves: dict[tuple[str, str], dict[str, Tensor]] = {}
+    for key, value in state.items():
+        match = _GATE_OR_VALUE.match(key)
+        if match is None:
+            out[key] = value
+        else:
+            halves.setdefault((match.group(1) or "", match.group(3)), {})[match.group(2)] = value
+    for (prefix, param), parts in halves.items():
+        if set(parts) != {"1", "2"}:
+            raise ConfigError(f"{prefix}w1/w2.{param}: only one of the two SwiGLU input matrices is present")
+        out[f"{prefix}w12.{param}"] = torch.cat([parts["1"], parts["2"]], dim=0)
     return out

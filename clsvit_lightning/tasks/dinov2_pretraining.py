@@ -157,6 +157,7 @@ class DINOv2Pretraining(BackboneTask):
         self.schedules: dict[str, np.ndarray] = {}
         self.head_warmup_steps = 0  # set with the schedules
         self._ema_parts: list[str] | None = None  # the teacher parts averaged after a step (None: all)
+        self._flops_by_phase: tuple[int, int] | None = None  # backbone FLOPs of a step: (full, head warm-up)
 
     def _load_centers(self, checkpoint: Mapping[str, object]) -> None:
         """Centering state of this project's checkpoints, for the heads that were loaded."""
@@ -242,33 +243,47 @@ class DINOv2Pretraining(BackboneTask):
     def scheduled(self, name: str) -> float:
         return value_at(self.schedules[name], self.global_step)
 
-    def _count_flops_per_batch(self, batch: dict[str, Tensor]) -> int:
+    def _count_flops_per_batch(self, batch: dict[str, Tensor], backbone_frozen: bool = False) -> int:
         """Backbone FLOPs of a step: student forward + backward (~3x forward) and teacher forward.
 
         The student's blocks count only the samples their branches run on (batch-subset stochastic
         depth); the teacher runs everything. Heads and losses are left out;
-        ``ImageThroughputMonitor`` turns this into FLOP/s and MFU.
+        ``ImageThroughputMonitor`` turns this into FLOP/s and MFU. ``backbone_frozen`` (the head
+        warm-up): no backward runs through the student's backbone, which costs its forward only.
         """
+        student, teacher = self._backbone_forward_flops(batch)
+        return int((1 if backbone_frozen else 3) * student + teacher)
+
+    def _backbone_forward_flops(self, batch: dict[str, Tensor]) -> tuple[float, int]:
+        """Forward FLOPs of the student's backbone (training mode: stochastic depth) and of the teacher's."""
         backbone = self.student["backbone"]
         # Each crop group goes through the student as one batch of views x images (training_step).
         global_count = batch["global_crops"].shape[0] * batch["global_crops"].shape[1]
         global_size = tuple(batch["global_crops"].shape[-2:])
-        student = global_count * count_training_flops_per_image(backbone, global_count, global_size)
+        forward = count_flops_per_image(backbone, global_size)  # counted once for teacher and student
+        teacher = global_count * forward
+        student = global_count * count_training_flops_per_image(backbone, global_count, global_size, forward)
         local = batch.get("local_crops")
         if local is not None and local.shape[0] > 0:
             local_count = local.shape[0] * local.shape[1]
             student += local_count * count_training_flops_per_image(backbone, local_count, tuple(local.shape[-2:]))
-        teacher = global_count * count_flops_per_image(backbone, global_size)
-        return int(3 * student + teacher)
+        return student, teacher
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
-        if not hasattr(self, "flops_per_batch"):
-            self.flops_per_batch = self._count_flops_per_batch(batch)
         # All schedules of one optimizer step are read at the same global step (DINOv2's `it`).
         self._teacher_momentum = self.scheduled("teacher_momentum")
         if self.head_warmup_steps:
             freeze_during_head_warmup(self.student["backbone"], self.global_step, self.head_warmup_steps)
         frozen = self.global_step < self.head_warmup_steps
+        if self._flops_by_phase is None:  # counted once, at the first batch's shapes
+            student, teacher = self._backbone_forward_flops(batch)
+            self._flops_by_phase = (int(3 * student + teacher), int(student + teacher))
+        # ThroughputMonitor reads `flops_per_batch` again after every batch (on_train_batch_end; only its
+        # presence is checked once) and sums the per-batch values of its window, so a value set here
+        # for this batch's phase is what the step is counted at. Set here rather than computed from
+        # global_step when read: at on_train_batch_end the step has already been incremented.
+        full, head_warmup = self._flops_by_phase
+        self.flops_per_batch = head_warmup if frozen else full
         self._ema_parts = [name for name in self.teacher if not (frozen and name == "backbone")]
         lr, last_layer_lr, weight_decay = (self.scheduled(n) for n in ("lr", "last_layer_lr", "weight_decay"))
         for group in self.optimizers().optimizer.param_groups:

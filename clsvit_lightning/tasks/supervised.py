@@ -127,6 +127,7 @@ class DeiT3Supervised(BackboneTask):
         if checkpoint is not None:
             load_heads({"head": self.head}, checkpoint, str(pretrained), "DeiT3Supervised", head_warmup_epochs)
         self.head_warmup_steps = 0  # set with the schedules
+        self._flops_by_phase: tuple[int, int] | None = None  # backbone FLOPs of a step: (full, head warm-up)
         self.mixer = MixupCutmix(num_classes, mixup_alpha, cutmix_alpha, mix_probability, mix_switch_probability)
         top_k = min(5, num_classes)
         self.val_top1 = MulticlassAccuracy(num_classes, top_k=1, average="micro")
@@ -174,11 +175,17 @@ class DeiT3Supervised(BackboneTask):
         return value_at(self.schedules[name], self.global_step)
 
     def on_train_batch_start(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        if not hasattr(self, "flops_per_batch"):  # forward + backward ~ 3x forward, backbone only
-            images = batch["image"]
-            self.flops_per_batch = 3 * len(images) * count_flops_per_image(self.backbone, tuple(images.shape[-2:]))
         if self.head_warmup_steps:
             freeze_during_head_warmup(self.backbone, self.global_step, self.head_warmup_steps)
+        if self._flops_by_phase is None:  # backbone only, counted once at the first batch's shapes
+            images = batch["image"]
+            forward = len(images) * count_flops_per_image(self.backbone, tuple(images.shape[-2:]))
+            self._flops_by_phase = (3 * forward, forward)  # forward + backward ~ 3x forward; forward alone
+        # During the head warm-up no backward runs through the frozen backbone: its forward only.
+        # ThroughputMonitor reads `flops_per_batch` after every batch (on_train_batch_end), so the value
+        # set here for this step's phase is the one counted (global_step has moved on by then).
+        full, head_warmup = self._flops_by_phase
+        self.flops_per_batch = head_warmup if self.global_step < self.head_warmup_steps else full
         lr, weight_decay = self.scheduled("lr"), self.scheduled("weight_decay")
         for group in self.optimizers().optimizer.param_groups:
             group["lr"] = lr * group["lr_multiplier"]

@@ -97,8 +97,8 @@ def test_a_folder_of_another_model_type_or_without_weights_is_named(tmp_path):
     (folder / "config.json").write_text(json.dumps({**config, "model_type": "vit"}))
     with pytest.raises(ConfigError, match=r"config\.json describes a model_type='vit' model; expected 'dinov2'"):
         from_pretrained(folder)
-    (folder / "config.json").write_text(json.dumps({**config, "use_swiglu_ffn": True}))
-    with pytest.raises(ConfigError, match="use_swiglu_ffn=true"):
+    (folder / "config.json").write_text(json.dumps({**config, "use_swiglu_ffn": True}))  # but an MLP's weights
+    with pytest.raises(ConfigError, match=r"a GELU MLP \(mlp\.fc1/fc2\); build the model with ffn_layer='mlp'"):
         from_pretrained(folder)
     (folder / "config.json").write_text(json.dumps(config))
     (folder / "model.safetensors").unlink()
@@ -114,3 +114,24 @@ def test_a_tasks_pretrained_option_reads_a_transformers_folder(tmp_path):
     config = from_pretrained(tmp_path / "hf").config
     task = FeatureExtraction(VisionTransformer(**{**config, "specialization": "paper"}), str(tmp_path / "hf"))
     torch.testing.assert_close(features(task.backbone, IMAGES), hf_features(theirs), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("num_registers", [0, 4], ids=["Dinov2Model", "Dinov2WithRegistersModel"])
+def test_the_giants_swiglu_ffn_goes_both_ways_with_transformers(tmp_path, num_registers):
+    # transformers' use_swiglu_ffn (DINOv2's giant): mlp.weights_in packs the gate over the value.
+    theirs = hf_model(num_registers, use_swiglu_ffn=True)
+    theirs.save_pretrained(tmp_path / "hf")
+    ours = from_pretrained(tmp_path / "hf")
+    assert ours.config["ffn_layer"] == "swiglu" and ours.blocks[0].mlp.hidden_features == 176  # 2/3 * 256 -> 176
+    torch.testing.assert_close(features(ours, IMAGES), hf_features(theirs), atol=1e-5, rtol=0)
+    # transformers 5's in-memory names (gate_proj, up_proj, down_proj) read the same.
+    built = VisionTransformer(**ours.config).eval()
+    load_pretrained(built, theirs.state_dict())
+    assert torch.equal(features(built, IMAGES), features(ours, IMAGES))
+    # And back: a SwiGLU backbone of this package exported for transformers.
+    model = random_backbone(num_registers=num_registers, ffn_layer="swiglu", seed=3)
+    export_backbone(model, tmp_path / "out", "hf")
+    assert json.loads((tmp_path / "out" / "config.json").read_text())["use_swiglu_ffn"] is True
+    model_class = transformers.Dinov2WithRegistersModel if num_registers else transformers.Dinov2Model
+    reloaded = model_class.from_pretrained(tmp_path / "out").eval()
+    torch.testing.assert_close(hf_features(reloaded), features(model, IMAGES), atol=1e-5, rtol=0)

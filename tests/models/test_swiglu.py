@@ -6,9 +6,9 @@ import torch.nn.functional as F
 
 from clsvit_lightning.errors import ConfigError
 from clsvit_lightning.models.swiglu import (
-    PackedSwiGLUFFN,
     SwiGLUFFN,
     TokenSwiGLU,
+    pack_w12,
     swiglu_align,
     swiglu_hidden_features,
     unpack_w12,
@@ -64,28 +64,46 @@ def test_dinov3_layout_and_formula():
     assert SwiGLUFFN(16, 48, out_features=8).w3.out_features == 8
 
 
+def dinov2_packed_swiglu(x, w12, b12, w3, b3):
+    """DINOv2's SwiGLUFFNFused (dinov2/layers/swiglu_ffn.py), written from its formula."""
+    x1, x2 = (x @ w12.T + b12).chunk(2, dim=-1)
+    return (F.silu(x1) * x2) @ w3.T + b3
+
+
 def test_packed_dinov2_layout_computes_the_same_function():
-    packed = PackedSwiGLUFFN(16, 48)
-    assert {k: tuple(v.shape) for k, v in packed.state_dict().items()} == {
-        "w12.weight": (64, 16), "w12.bias": (64,), "w3.weight": (16, 32), "w3.bias": (16,),
-    }  # fmt: skip
-    with torch.no_grad():
-        packed.w12.bias.normal_()
-    separate = SwiGLUFFN(16, 48)
-    separate.load_state_dict(unpack_w12(packed.state_dict(), prefix=""))
+    packed = {"w12.weight": torch.randn(64, 16), "w12.bias": torch.randn(64)}
+    packed |= {"w3.weight": torch.randn(16, 32), "w3.bias": torch.randn(16)}
+    separate = SwiGLUFFN(16, 48)  # hidden 32: w12 packs two 32-row matrices
+    separate.load_state_dict(unpack_w12(packed))
     x = torch.randn(3, 16)
-    torch.testing.assert_close(separate(x), packed(x))
+    expected = dinov2_packed_swiglu(x, packed["w12.weight"], packed["w12.bias"], packed["w3.weight"], packed["w3.bias"])
+    torch.testing.assert_close(separate(x), expected)
     # w1 is the gate (the silu side): the first half of w12.
-    torch.testing.assert_close(separate.w1.weight, packed.w12.weight[:32])
+    assert torch.equal(separate.w1.weight, packed["w12.weight"][:32])
+    assert torch.equal(pack_w12(separate.state_dict())["w12.weight"], packed["w12.weight"])
 
 
-def test_unpack_w12_renames_only_the_given_prefix():
-    state = {"blocks.0.mlp.w12.weight": torch.randn(8, 3), "blocks.0.mlp.w3.weight": torch.randn(3, 4)}
-    out = unpack_w12(state, "blocks.0.mlp.")
-    assert sorted(out) == ["blocks.0.mlp.w1.weight", "blocks.0.mlp.w2.weight", "blocks.0.mlp.w3.weight"]
-    assert torch.equal(
-        torch.cat([out["blocks.0.mlp.w1.weight"], out["blocks.0.mlp.w2.weight"]]), state["blocks.0.mlp.w12.weight"]
-    )
+def test_unpack_w12_renames_every_block_and_pack_w12_inverts_it():
+    state = {f"blocks.{i}.mlp.w12.{p}": torch.randn(8, 3)[:, : 3 if p == "weight" else 1].squeeze(-1)
+             for i in range(2) for p in ("weight", "bias")}  # fmt: skip
+    state |= {"blocks.0.mlp.w3.weight": torch.randn(3, 4), "norm.weight": torch.randn(3)}
+    out = unpack_w12(state)
+    assert sorted(out) == [
+        "blocks.0.mlp.w1.bias", "blocks.0.mlp.w1.weight", "blocks.0.mlp.w2.bias", "blocks.0.mlp.w2.weight",
+        "blocks.0.mlp.w3.weight",
+        "blocks.1.mlp.w1.bias", "blocks.1.mlp.w1.weight", "blocks.1.mlp.w2.bias", "blocks.1.mlp.w2.weight",
+        "norm.weight",
+    ]  # fmt: skip
+    assert torch.equal(out["blocks.1.mlp.w2.weight"], state["blocks.1.mlp.w12.weight"][4:])
+    back = pack_w12(out)
+    assert back.keys() == state.keys() and all(torch.equal(back[k], state[k]) for k in state)
+
+
+def test_a_half_missing_or_an_odd_packed_matrix_is_an_error():
+    with pytest.raises(ConfigError, match="blocks.0.mlp.w1/w2.weight: only one"):
+        pack_w12({"blocks.0.mlp.w1.weight": torch.zeros(4, 3)})
+    with pytest.raises(ConfigError, match="blocks.0.mlp.w12.weight: a packed SwiGLU input of 5 rows"):
+        unpack_w12({"blocks.0.mlp.w12.weight": torch.zeros(5, 3)})
 
 
 def test_matches_the_reference_ffn():

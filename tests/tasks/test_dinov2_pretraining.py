@@ -67,6 +67,9 @@ def test_flops_per_batch_count_what_the_student_and_teacher_compute(rate):
     student_local = embed(16) + (full_local - embed(16)) * kept[1]
     expected = 3 * (6 * student_global + 12 * student_local) + 6 * full_global
     assert module._count_flops_per_batch(batch) == pytest.approx(expected, rel=1e-9, abs=1)
+    # Head warm-up: the frozen student backbone runs its forward only (no backward through it).
+    frozen = (6 * student_global + 12 * student_local) + 6 * full_global
+    assert module._count_flops_per_batch(batch, backbone_frozen=True) == pytest.approx(frozen, rel=1e-9, abs=1)
 
 
 def test_a_separate_ibot_head_takes_its_own_sizes():

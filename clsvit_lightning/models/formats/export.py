@@ -34,6 +34,7 @@ from clsvit_lightning.models.formats.safetensors_file import write_safetensors
 from clsvit_lightning.models.formats.sources import METADATA_CONFIG_KEY
 from clsvit_lightning.models.formats.timm_vit import check_dinov2_layout, dinov2_to_timm, timm_create_model_call
 from clsvit_lightning.models.specialization import Specialization
+from clsvit_lightning.models.swiglu import pack_w12
 from clsvit_lightning.models.vision_transformer import VisionTransformer
 
 FORMATS = ("clsvit", "safetensors", "dinov2", "timm", "hf", "dinov3")
@@ -69,6 +70,12 @@ def export_backbone(model: VisionTransformer, out: str | os.PathLike, format: st
             "--format clsvit (torch file) or --format safetensors (the specialization in its metadata), both read by "
             "clsvit_lightning.models.from_pretrained and the hubconf entry points"
         )
+    ffn_layer = model.config.get("ffn_layer", "mlp")
+    if format in ("dinov2", "timm", "hf") and ffn_layer not in ("mlp", "swiglu"):
+        raise ConfigError(
+            f"the backbone's FFN is {ffn_layer!r}; {_FOREIGN[format]} builds an MLP or DINOv2's SwiGLU (hidden size "
+            "rounded to a multiple of 8, ffn_layer='swiglu'): export it with --format clsvit or safetensors"
+        )
     out = Path(out)
     state = {key: value.detach().cpu().contiguous() for key, value in model.state_dict().items()}
     config = dict(model.config)
@@ -81,13 +88,15 @@ def export_backbone(model: VisionTransformer, out: str | os.PathLike, format: st
         write_safetensors(out, state, {"format": "pt", METADATA_CONFIG_KEY: json.dumps(config)})
         load = f"clsvit_lightning.models.from_pretrained({str(out)!r})"
     elif format == "dinov2":
+        state = pack_w12(state)  # a SwiGLU backbone: DINOv2's SwiGLUFFNFused packs w1, w2 as w12
         check_dinov2_layout(state, _FOREIGN["dinov2"])
         torch.save(state, out)
         load = (
             f"dinov2.models.vision_transformer.DinoVisionTransformer(img_size={config['img_size']}, "
             f"patch_size={config['patch_size']}, embed_dim={config['embed_dim']}, depth={config['depth']}, "
             f"num_heads={config['num_heads']}, num_register_tokens={config['num_registers']}, "
-            f"init_values={config.get('layerscale_init')}, block_chunks=0)"
+            f"init_values={config.get('layerscale_init')}, block_chunks=0"
+            f"{', ffn_layer=' + repr('swiglufused') if config.get('ffn_layer') == 'swiglu' else ''})"
             f".load_state_dict(torch.load({str(out)!r}, weights_only=True))"
         )
     elif format == "timm":

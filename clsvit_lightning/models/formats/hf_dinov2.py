@@ -2,7 +2,8 @@
 
 A Hugging Face model folder holds ``config.json`` (the architecture) and ``model.safetensors``
 (sharded: ``model.safetensors.index.json`` naming the shards). The weights are DINOv2's under
-other names; the one structural difference is attention, whose ``qkv`` matrix is three::
+other names; the structural differences are attention, whose ``qkv`` matrix is three, and the
+giant's SwiGLU (``use_swiglu_ffn``), whose two input matrices are packed in one, as in DINOv2::
 
     embeddings.cls_token / mask_token / register_tokens      cls_token / mask_token / register_tokens
     embeddings.position_embeddings [1, 1 + N, D]              pos_embed
@@ -11,6 +12,7 @@ other names; the one structural difference is attention, whose ``qkv`` matrix is
     encoder.layer.{i}.attention.attention.{query,key,value}.*     blocks.{i}.attn.qkv.* (rows q | k | v)
     encoder.layer.{i}.attention.output.dense.*                blocks.{i}.attn.proj.*
     encoder.layer.{i}.layer_scale{1,2}.lambda1                blocks.{i}.ls{1,2}.gamma
+    encoder.layer.{i}.mlp.weights_in.* / weights_out.*        blocks.{i}.mlp.w1.* + w2.* (rows) / w3.*
     layernorm.*                                               norm.*
 
 transformers 5 renames attention in memory (``attention.{q,k,v,o}_proj``) but writes the names
@@ -34,6 +36,7 @@ from torch import Tensor
 
 from clsvit_lightning.errors import ConfigError
 from clsvit_lightning.models.formats.safetensors_file import read_safetensors, write_safetensors
+from clsvit_lightning.models.swiglu import pack_w12
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -64,7 +67,7 @@ _PER_LAYER = {
     "attention.o_proj": "attn.proj",
     "layer_scale1.lambda1": "ls1.gamma",
     "layer_scale2.lambda1": "ls2.gamma",
-    "mlp.weights_in": "mlp.w12",  # SwiGLU (DINOv2 giant): DINOv2's names, which load_pretrained explains
+    "mlp.weights_in": "mlp.w12",  # SwiGLU (DINOv2 giant): DINOv2's packed names, unpacked by load_pretrained
     "mlp.weights_out": "mlp.w3",
     "mlp.down_proj": "mlp.w3",
 }
@@ -124,7 +127,7 @@ def dinov2_to_hf(state: Mapping[str, Tensor], depth: int) -> dict[str, Tensor]:
     out: dict[str, Tensor] = {}
     ours_to_hf = {ours: hf for hf, ours in _TOP_LEVEL.items()}
     unplaced = []
-    for key, value in state.items():
+    for key, value in pack_w12(state).items():  # a SwiGLU backbone: transformers packs w1, w2 as weights_in
         if key in ours_to_hf:
             out[ours_to_hf[key]] = value
             continue
@@ -139,6 +142,8 @@ def dinov2_to_hf(state: Mapping[str, Tensor], depth: int) -> dict[str, Tensor]:
             out[f"{layer}attention.output.dense.{name.rsplit('.', 1)[1]}"] = value
         elif name in ("ls1.gamma", "ls2.gamma"):
             out[f"{layer}layer_scale{name[2]}.lambda1"] = value
+        elif match_swiglu := re.fullmatch(r"mlp\.w(12|3)\.(weight|bias)", name):
+            out[f"{layer}mlp.weights_{'in' if match_swiglu[1] == '12' else 'out'}.{match_swiglu[2]}"] = value
         elif name in ("norm1.weight", "norm1.bias", "norm2.weight", "norm2.bias") or re.fullmatch(
             r"mlp\.fc[12]\.(weight|bias)", name
         ):
@@ -163,11 +168,8 @@ def backbone_config_from_hf(config: Mapping[str, Any], source: str) -> dict[str,
             "(transformers' Dinov2Model, Dinov2WithRegistersModel)"
         )
     get = lambda name: config.get(name, _HF_DEFAULTS.get(name))
-    if get("use_swiglu_ffn"):
-        raise ConfigError(
-            f"{source}: use_swiglu_ffn=true (DINOv2 giant's SwiGLU FFN), which this backbone does not build"
-        )
-    if get("hidden_act") != "gelu" or get("layer_norm_eps") != 1e-6:
+    swiglu = bool(get("use_swiglu_ffn"))  # DINOv2's giant: SwiGLU (silu), hidden_act unused
+    if (not swiglu and get("hidden_act") != "gelu") or get("layer_norm_eps") != 1e-6:
         raise ConfigError(
             f"{source}: hidden_act={get('hidden_act')!r}, layer_norm_eps={get('layer_norm_eps')}; "
             "this backbone computes DINOv2's exact GELU and LayerNorm eps 1e-06"
@@ -181,7 +183,7 @@ def backbone_config_from_hf(config: Mapping[str, Any], source: str) -> dict[str,
         num_heads=int(get("num_attention_heads")), mlp_ratio=float(get("mlp_ratio")), qkv_bias=bool(get("qkv_bias")),
         num_registers=int(config.get("num_register_tokens", _HF_REGISTERS[model_type])) if with_registers else 0,
         specialization="vanilla", layerscale_init=float(get("layerscale_value")) or 1.0,
-        interpolate_offset=0.0, interpolate_antialias=with_registers,
+        interpolate_offset=0.0, interpolate_antialias=with_registers, ffn_layer="swiglu" if swiglu else "mlp",
     )  # fmt: skip
 
 
@@ -203,7 +205,7 @@ def hf_config_from_backbone(config: Mapping[str, Any], dtype: torch.dtype) -> di
         "num_channels": config.get("in_chans", 3),
         "qkv_bias": config.get("qkv_bias", True),
         "layerscale_value": config.get("layerscale_init") or 1.0,
-        "use_swiglu_ffn": False,
+        "use_swiglu_ffn": config.get("ffn_layer", "mlp") == "swiglu",
         "drop_path_rate": 0.0,
         "hidden_dropout_prob": 0.0,
         "attention_probs_dropout_prob": 0.0,

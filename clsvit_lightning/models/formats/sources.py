@@ -53,6 +53,7 @@ from clsvit_lightning.models.formats.hf_dinov2 import (
 from clsvit_lightning.models.formats.hf_dinov3 import MODEL_TYPE as HF_DINOV3_MODEL_TYPE
 from clsvit_lightning.models.formats.hf_dinov3 import backbone_config_from_hf_dinov3
 from clsvit_lightning.models.formats.safetensors_file import read_safetensors
+from clsvit_lightning.models.swiglu import swiglu_hidden_features
 
 METADATA_CONFIG_KEY = "backbone_config"  # where our .safetensors files keep the architecture
 _WRAPPERS = ("state_dict", "model", "teacher")
@@ -167,7 +168,8 @@ def select_backbone(raw: Mapping[str, object], which: str | None, source: str) -
 
 
 def infer_backbone_config(state: Mapping[str, Tensor], source: str, given: Mapping[str, Any]) -> dict[str, Any]:
-    """The architecture of a DINOv2/DINOv3/timm state dict that does not state it, read from the shapes.
+    """The architecture of a DINOv2/DINOv3/timm state dict that does not state it, read from the shapes
+    (DINOv2's giant included: its packed SwiGLU FFN).
 
     A DINOv3 state dict (``rope_embed.periods``) says all of it (``infer_dinov3_arch``), its untied
     ``cls_norm`` included (the ``final_norm`` specialization). For the others:
@@ -194,7 +196,6 @@ def infer_backbone_config(state: Mapping[str, Tensor], source: str, given: Mappi
     num_registers = int(registers.shape[1]) if registers is not None else 0
     tokens = state["pos_embed"].shape[1] if "pos_embed" in state else 1
     side = math.isqrt(tokens) if math.isqrt(tokens) ** 2 == tokens else math.isqrt(tokens - 1)  # timm: no [CLS] slot
-    fc1 = next((v for k, v in state.items() if k.endswith("mlp.fc1.weight")), None)
     if "num_heads" not in given and embed_dim % _HEAD_WIDTH:
         raise ConfigError(
             f"{source} does not state its number of attention heads, and its width {embed_dim} is not a multiple of "
@@ -203,11 +204,32 @@ def infer_backbone_config(state: Mapping[str, Tensor], source: str, given: Mappi
     return dict(
         img_size=side * patch_size, patch_size=patch_size, in_chans=in_chans, embed_dim=embed_dim,
         depth=max(blocks) + 1 if blocks else 0, num_heads=embed_dim // _HEAD_WIDTH,
-        mlp_ratio=fc1.shape[0] / embed_dim if fc1 is not None else 4.0,
+        **_ffn_arguments(state, embed_dim, source),
         qkv_bias=any(k.endswith("attn.qkv.bias") for k in state), num_registers=num_registers,
         layerscale_init=1e-5 if any(k.endswith(("ls1.gamma", "gamma_1")) for k in state) else None,
         interpolate_offset=0.0 if num_registers else 0.1, interpolate_antialias=bool(num_registers),
     )  # fmt: skip
+
+
+def _ffn_arguments(state: Mapping[str, Tensor], embed_dim: int, source: str) -> dict[str, Any]:
+    """``mlp_ratio`` (and ``ffn_layer``) from the FFN's shapes: a GELU MLP (``fc1`` [h, D]) or DINOv2's
+    packed SwiGLU (its giant: ``w12`` [2 h', D]; timm's ``fc1`` [2 h', D] beside ``fc2`` [D, h'])."""
+    first = lambda suffix: next((v for k, v in state.items() if k.endswith(suffix)), None)  # noqa: E731
+    fc1, fc2, w12 = first("mlp.fc1.weight"), first("mlp.fc2.weight"), first("mlp.w12.weight")
+    timm_packed = fc1 is not None and fc2 is not None and fc1.shape[0] == 2 * fc2.shape[1]
+    packed = w12 if w12 is not None else fc1 if timm_packed else None
+    if packed is None:
+        return {"mlp_ratio": fc1.shape[0] / embed_dim if fc1 is not None else 4.0}
+    hidden = packed.shape[0] // 2
+    # The MLP-equivalent ratio whose SwiGLU hidden size (2/3, up to a multiple of 8) is this one: 4 for the giant.
+    ratio = next(
+        (r for r in (4.0, 1.5 * hidden / embed_dim) if swiglu_hidden_features(int(embed_dim * r)) == hidden), None
+    )
+    if ratio is None:
+        raise ConfigError(
+            f"{source}: a packed SwiGLU hidden size of {hidden} for width {embed_dim} that no mlp_ratio gives"
+        )
+    return {"ffn_layer": "swiglu", "mlp_ratio": ratio}
 
 
 _DINOV3_UNTIED_NORM = {"norm.prefix_weight", "norm.prefix_bias"}
