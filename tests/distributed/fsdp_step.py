@@ -5,7 +5,8 @@ rank 0 writes ``{run}.pt`` with the global loss, the gradient norm of the studen
 and after clipping) and the full (gathered) state dict after the step. Runs (``RUNS``): DDP and
 FSDP with the recipe's clipping to norm 3 (FSDP also with per-block activation checkpointing);
 clipping to 1e-3 under DDP, under FSDP with the task's own ``nn.utils.clip_grad_norm_``, and
-under FSDP with the shard-aware ``distributed.fsdp.clip_grad_norm_``.
+under FSDP with the shard-aware ``distributed.fsdp.clip_grad_norm_``; and DDP and FSDP on a DINOv3
+architecture (RoPE and its coordinate augmentation, storage tokens, key-bias mask, SwiGLU).
 """
 
 import sys
@@ -21,14 +22,22 @@ from clsvit_lightning.distributed.fsdp import BlockFSDPStrategy, clip_grad_norm_
 from tests.ops.ddp_step import GLOBAL_BATCH, FixedData, Record, tiny_module
 
 ACTIVE_CLIP = 1e-3
-# run -> (strategy, clip_grad, shard-aware clipping)
+# DINOv3's architecture in miniature: RoPE with the recipe's coordinate rescaling (drawn per block in
+# training), 4 storage tokens, the key-bias mask buffer, SwiGLU, LayerNorm eps 1e-5.
+DINOV3 = dict(
+    position_encoding="rope", rope_rescale_coords=2.0, num_registers=4, mask_k_bias=True, ffn_layer="swiglu",
+    norm_eps=1e-5,
+)  # fmt: skip
+# run -> (strategy, clip_grad, shard-aware clipping, backbone options)
 RUNS = {
-    "ddp": ("ddp", 3.0, False),
-    "fsdp": ("fsdp", 3.0, False),
-    "fsdp_checkpointing": ("fsdp_checkpointing", 3.0, False),
-    "ddp_clipped": ("ddp", ACTIVE_CLIP, False),
-    "fsdp_clipped_task": ("fsdp", ACTIVE_CLIP, False),
-    "fsdp_clipped_sharded": ("fsdp", ACTIVE_CLIP, True),
+    "ddp": ("ddp", 3.0, False, {}),
+    "fsdp": ("fsdp", 3.0, False, {}),
+    "fsdp_checkpointing": ("fsdp_checkpointing", 3.0, False, {}),
+    "ddp_clipped": ("ddp", ACTIVE_CLIP, False, {}),
+    "fsdp_clipped_task": ("fsdp", ACTIVE_CLIP, False, {}),
+    "fsdp_clipped_sharded": ("fsdp", ACTIVE_CLIP, True, {}),
+    "ddp_dinov3": ("ddp", 3.0, False, DINOV3),
+    "fsdp_dinov3": ("fsdp", 3.0, False, DINOV3),
 }
 
 
@@ -55,8 +64,8 @@ class GradNorm(Record):
 
 
 def one_step(out: Path, run: str, targets: str = "sinkhorn_knopp") -> None:
-    strategy_name, clip, shard_aware = RUNS[run]
-    module, record = tiny_module(targets), GradNorm()
+    strategy_name, clip, shard_aware, backbone_options = RUNS[run]
+    module, record = tiny_module(targets, **backbone_options), GradNorm()
     module.hparams.clip_grad = clip
     if shard_aware:
         module.configure_gradient_clipping = types.MethodType(shard_aware_clipping, module)

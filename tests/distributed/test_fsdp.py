@@ -72,6 +72,17 @@ def test_task_clipping_under_fsdp_clips_to_the_global_norm(runs):
     )
 
 
+def test_a_dinov3_architecture_under_fsdp_matches_ddp(runs):
+    # RoPE's periods sit in the replicated root, the key-bias mask in each block's unit; the
+    # coordinate rescaling is drawn per block from the same seeded stream under both strategies.
+    assert runs["fsdp_dinov3"]["units"] == 7
+    assert any(name.endswith("rope_embed.periods") for name in runs["fsdp_dinov3"]["state"])
+    torch.testing.assert_close(runs["fsdp_dinov3"]["grad_norm"], runs["ddp_dinov3"]["grad_norm"], rtol=1e-5, atol=0)
+    assert not any(name.endswith("pos_embed") for name in runs["fsdp_dinov3"]["state"])
+    assert runs["ddp_dinov3"]["grad_norm"] > 0
+    assert_same_step(runs["fsdp_dinov3"], runs["ddp_dinov3"])
+
+
 def test_block_strategy_shards_the_units_and_replicates_the_root():
     strategy = BlockFSDPStrategy(sharding_strategy="SHARD_GRAD_OP", activation_checkpointing=True)
     assert strategy.sharding_strategy.name == "NO_SHARD"  # the root: a few MB, replicated

@@ -44,9 +44,11 @@ class Record(Callback):
         self.loss = trainer.strategy.reduce(outputs["loss"].detach().clone(), reduce_op="mean")
 
 
-def tiny_module(targets: str) -> DINOv2Pretraining:
+def tiny_module(targets: str, **backbone_options) -> DINOv2Pretraining:
+    """``backbone_options`` replace the tiny ViT's arguments (a DINOv3 architecture, say)."""
     seed_everything(0)
-    backbone = VisionTransformer(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2, specialization="paper")
+    options = dict(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2, specialization="paper")
+    backbone = VisionTransformer(**{**options, **backbone_options})
     return DINOv2Pretraining(
         backbone, num_prototypes=64, head_hidden_dim=48, head_bottleneck_dim=16, teacher_targets=targets,
         koleo_loss_weight=0.0,  # KoLeo is per rank (as in DINOv2): not comparable across batch splits
