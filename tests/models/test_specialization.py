@@ -131,3 +131,13 @@ def test_a_component_named_twice_is_an_error(value, component):
 
 def test_a_preset_is_a_starting_point_that_a_clause_may_override():
     assert Specialization.parse("paper;qkv:all").qkv == "all"  # not "named twice"
+
+
+def test_the_norms_preset_is_paper_without_its_qkv_split_and_the_proxys_third_arm():
+    from clsvit_lightning.study.proxy import NORMS_LS
+
+    paper, norms = PRESETS["paper"].blocks(12), PRESETS["norms"].blocks(12)
+    assert norms == {**paper, "qkv": set()}
+    assert PRESETS["norms"].final_norm
+    assert Specialization.parse(NORMS_LS) == PRESETS["norms"]
+    assert Specialization.parse("norms").to_string(depth=12) == "norm1,ls1,norm2,ls2:0-11;final_norm"
