@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from lightning.pytorch import Callback, Trainer, seed_everything
+from lightning.pytorch import seed_everything
 from lightning.pytorch.strategies import DDPStrategy
 
 from clsvit_lightning.cli import run
@@ -25,6 +25,7 @@ from clsvit_lightning.study.proxy import NORMS_LS
 from clsvit_lightning.tasks.continuation import check_head_warmup
 from clsvit_lightning.tasks.dinov2_pretraining import DINOv2Pretraining, export_teacher_backbone
 from tests.models.dinov3_reference import random_state_dict
+from tests.tasks.step_record import StepRecord, cpu_trainer
 from tests.tasks.tiny_ssl_data import TinySSLData
 
 HEADS = dict(num_prototypes=64, head_hidden_dim=48, head_bottleneck_dim=16)
@@ -45,33 +46,13 @@ def continued(pretrained, specialization="vanilla", seed=0, **kwargs):
     return DINOv2Pretraining(backbone(specialization), pretrained=str(pretrained), **{**HEADS, **RECIPE, **kwargs})
 
 
-def trainer(root, **kwargs):
-    return Trainer(
-        default_root_dir=root, accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
-        enable_model_summary=False, **kwargs,
-    )  # fmt: skip
-
-
-class Record(Callback):
-    """The loss of every step, and the module's tensors as each step starts."""
-
-    def __init__(self):
-        self.losses, self.states = {}, {}
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        self.states[trainer.global_step] = {k: v.clone() for k, v in pl_module.state_dict().items()}
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        self.losses[trainer.global_step] = outputs["loss"].item()
-
-
 @pytest.fixture(scope="module")
 def vanilla_run(tmp_path_factory):
     """A trained vanilla pretraining: its Lightning checkpoint (heads, centers) and its exported teacher."""
     root = tmp_path_factory.mktemp("vanilla")
     seed_everything(0)
     module = DINOv2Pretraining(backbone(), **HEADS, **RECIPE)
-    trainer(root, max_steps=6).fit(module, TinySSLData(batch_size=4, length=16))
+    cpu_trainer(root, max_steps=6).fit(module, TinySSLData(batch_size=4, length=16))
     checkpoint = next(root.rglob("*.ckpt"))
     export_teacher_backbone(str(checkpoint), str(root / "backbone.pth"))
     return SimpleNamespace(checkpoint=checkpoint, backbone=root / "backbone.pth", module=module)
@@ -83,9 +64,9 @@ def test_the_first_continued_step_gives_the_vanilla_loss(tmp_path, vanilla_run, 
     """Heads loaded (the project's checkpoint) or fresh from the same seed (a released backbone)."""
     losses = {}
     for spec in ("vanilla", specialization):
-        record = Record()
+        record = StepRecord()
         module = continued(getattr(vanilla_run, source), spec)
-        trainer(tmp_path / spec, max_steps=1, callbacks=[record]).fit(module, TinySSLData(batch_size=4, length=16))
+        cpu_trainer(tmp_path / spec, max_steps=1, callbacks=[record]).fit(module, TinySSLData(batch_size=4, length=16))
         losses[spec] = record.losses[1]
     assert losses[specialization] == losses["vanilla"]
 
@@ -138,9 +119,9 @@ def test_fresh_heads_without_a_warmup_are_warned_about(vanilla_run):
 
 def test_the_head_warmup_changes_no_backbone_parameter(tmp_path, vanilla_run):
     # 4 batches per epoch: a warm-up of 0.5 epoch is steps 0 and 1; the backbones join at step 2.
-    record = Record()
+    record = StepRecord()
     module = continued(vanilla_run.backbone, "paper", head_warmup_epochs=0.5)
-    fit = trainer(tmp_path, max_steps=4, callbacks=[record])
+    fit = cpu_trainer(tmp_path, max_steps=4, callbacks=[record])
     fit.fit(module, TinySSLData(batch_size=4, length=16))
     assert module.head_warmup_steps == 2
     start, joined, end = record.states[0], record.states[2], module.state_dict()
@@ -161,7 +142,7 @@ def test_the_head_warmup_changes_no_backbone_parameter(tmp_path, vanilla_run):
 def test_without_a_warmup_the_schedules_are_the_recipes(tmp_path):
     seed_everything(0)
     module = DINOv2Pretraining(backbone(), **HEADS, **RECIPE)
-    trainer(tmp_path, max_steps=4).fit(module, TinySSLData(batch_size=4, length=16))
+    cpu_trainer(tmp_path, max_steps=4).fit(module, TinySSLData(batch_size=4, length=16))
     assert module.head_warmup_steps == 0
     assert np.array_equal(module.schedules["lr"], np.linspace(0.0, 0.05, 4))  # DINOv2's warmup, as before
 
@@ -203,7 +184,7 @@ def test_the_cli_reports_a_mismatch_in_one_message(tmp_path, vanilla_run):
 def test_a_warmup_as_long_as_the_run_is_refused_at_fit_start(tmp_path, vanilla_run):
     module = continued(vanilla_run.backbone, head_warmup_epochs=1)
     with pytest.raises(ConfigError, match="leaves none of the run's 4 steps"):
-        trainer(tmp_path, max_steps=4).fit(module, TinySSLData(batch_size=4, length=16))
+        cpu_trainer(tmp_path, max_steps=4).fit(module, TinySSLData(batch_size=4, length=16))
 
 
 @pytest.mark.parametrize(
@@ -273,7 +254,7 @@ def test_a_dinov3_release_continues_into_a_specialized_dinov3_backbone_exactly(t
         seed_everything(0)
         vit = VisionTransformer(**{**dinov3_backbone_config(arch, img_size=32), "specialization": spec})
         module = DINOv2Pretraining(vit, pretrained=str(tmp_path / "dinov3_tiny.pth"), **HEADS, **RECIPE)
-        record = Record()
-        trainer(tmp_path / spec, max_steps=1, callbacks=[record]).fit(module, TinySSLData(batch_size=4, length=16))
+        record = StepRecord()
+        cpu_trainer(tmp_path / spec, max_steps=1, callbacks=[record]).fit(module, TinySSLData(batch_size=4, length=16))
         losses[spec] = record.losses[1]
     assert losses["paper"] == losses["vanilla"]

@@ -5,14 +5,9 @@ after step ``k`` and resumed from ``last.ckpt``, compared tensor by tensor and l
 the kill inside the head warm-up and after it.
 """
 
-import random
-
-import numpy as np
 import pytest
 import torch
-from lightning.pytorch import Trainer, seed_everything
 
-from clsvit_lightning.callbacks.checkpointing import RunCheckpoint
 from clsvit_lightning.data.datamodules.imagenet import ImageNetDataModule
 from clsvit_lightning.data.synthetic.writers import write_synthetic
 from clsvit_lightning.models import VisionTransformer
@@ -21,11 +16,9 @@ from clsvit_lightning.tasks.supervised import DeiT3Supervised
 from tests.tasks.test_exact_resume import (
     EPOCHS,
     STEPS_PER_EPOCH,
-    KillAfter,
-    Killed,
-    RecordLosses,
     assert_same_state,
     backbone,
+    fit_run,
 )
 
 
@@ -73,23 +66,7 @@ def continued(task: str, root, pretrained, num_workers: int):
 
 
 def run(folder, root, pretrained, task, num_workers, kill_after=None, resume=False):
-    seed_everything(0)
-    if resume:  # a resumed process is elsewhere in its random streams: they must come from the checkpoint
-        torch.rand(1000), np.random.rand(1000), random.random()
-    (model, datamodule), losses = continued(task, root, pretrained, num_workers), RecordLosses()
-    callbacks = [RunCheckpoint(folder / "ckpt", save_last=True, save_top_k=0, every_n_train_steps=1), losses]
-    if kill_after is not None:
-        callbacks.append(KillAfter(kill_after))
-    trainer = Trainer(
-        default_root_dir=folder, max_epochs=EPOCHS, accelerator="cpu", devices=1, logger=False,
-        enable_progress_bar=False, enable_model_summary=False, callbacks=callbacks,
-        limit_train_batches=STEPS_PER_EPOCH, limit_val_batches=0,
-    )  # fmt: skip
-    try:
-        trainer.fit(model, datamodule, ckpt_path=folder / "ckpt" / "last.ckpt" if resume else None)
-    except Killed:
-        pass
-    return model, trainer, losses.losses
+    return fit_run(folder, lambda: continued(task, root, pretrained, num_workers), kill_after, resume)
 
 
 CASES = [("dinov2", 0, 2), ("dinov2", 2, 4), ("dinov2", 0, 3), ("deit3", 0, 2)]

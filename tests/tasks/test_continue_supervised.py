@@ -4,13 +4,14 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from lightning.pytorch import Callback, Trainer, seed_everything
+from lightning.pytorch import seed_everything
 
 from clsvit_lightning.models import VisionTransformer
 from clsvit_lightning.models.checkpoint import CheckpointMismatchError
 from clsvit_lightning.study.proxy import NORMS_LS
 from clsvit_lightning.tasks.dinov2_pretraining import DINOv2Pretraining
 from clsvit_lightning.tasks.supervised import DeiT3Supervised
+from tests.tasks.step_record import StepRecord, cpu_trainer
 from tests.tasks.test_supervised import TinyLabelled
 
 
@@ -21,21 +22,7 @@ def backbone(specialization="vanilla"):
 
 
 def trainer(root, **kwargs):
-    return Trainer(
-        default_root_dir=root, accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
-        enable_model_summary=False, limit_val_batches=0, **kwargs,
-    )  # fmt: skip
-
-
-class Record(Callback):
-    def __init__(self):
-        self.losses, self.states = {}, {}
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        self.states[trainer.global_step] = {k: v.clone() for k, v in pl_module.state_dict().items()}
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        self.losses[trainer.global_step] = outputs["loss"].item()
+    return cpu_trainer(root, limit_val_batches=0, **kwargs)
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +50,7 @@ def test_backbone_and_classifier_load_from_a_deit3_checkpoint(trained):
 def test_the_first_continued_step_gives_the_vanilla_loss(tmp_path, trained, specialization):
     losses = {}
     for spec in ("vanilla", specialization):
-        record = Record()
+        record = StepRecord()
         fit = trainer(tmp_path / spec, max_steps=1, callbacks=[record])
         fit.fit(continued(trained.checkpoint, spec), TinyLabelled())
         losses[spec] = record.losses[1]
@@ -76,7 +63,7 @@ def test_a_fresh_classifier_trains_alone_while_the_backbone_is_frozen(tmp_path, 
     pretraining = DINOv2Pretraining(backbone(), num_prototypes=16, head_hidden_dim=16, head_bottleneck_dim=8)
     path = tmp_path / "pretraining.pth"
     torch.save({"state_dict": pretraining.state_dict()}, path)
-    record = Record()
+    record = StepRecord()
     module = continued(path, "paper", head_warmup_epochs=0.5, warmup_epochs=0)
     trainer(tmp_path / "run", max_steps=4, callbacks=[record]).fit(module, TinyLabelled())
     start, joined, end = record.states[0], record.states[2], module.state_dict()

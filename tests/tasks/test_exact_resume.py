@@ -126,10 +126,18 @@ def run(
     folder, root, num_workers: int, kill_after: int | None = None, resume: bool = False, task: str = "dinov2",
     devices: int = 1, strategy: str = "auto", batch_size: int = 8,
 ):  # fmt: skip
+    return fit_run(
+        folder, lambda: task_and_data(task, root, num_workers, batch_size), kill_after, resume, devices, strategy
+    )
+
+
+def fit_run(folder, build, kill_after=None, resume=False, devices=1, strategy="auto"):
+    """Fit ``build()``'s (module, datamodule) under ``folder`` with a checkpoint every step; optionally
+    killed after ``kill_after`` steps, or resumed from ``last.ckpt``. Returns (module, trainer, losses)."""
     seed_everything(0)  # the run's seed (its config), which also keys the data
     if resume:  # a resumed process is elsewhere in its random streams: they must come from the checkpoint
         torch.rand(1000), np.random.rand(1000), random.random()
-    (model, datamodule), losses = task_and_data(task, root, num_workers, batch_size), RecordLosses()
+    (model, datamodule), losses = build(), RecordLosses()
     callbacks = [RunCheckpoint(folder / "ckpt", save_last=True, save_top_k=0, every_n_train_steps=1), losses]
     if kill_after is not None:
         callbacks.append(KillAfter(kill_after))
