@@ -11,6 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from clsvit_lightning.errors import ConfigError
 from clsvit_lightning.models import VisionTransformer, export_backbone, from_pretrained, load_pretrained, vit_giant
 from clsvit_lightning.models.checkpoint_files import CheckpointMismatchError
 from tests.interop.backbones import features, random_backbone
@@ -120,5 +121,5 @@ def test_giant_weights_into_an_mlp_model_name_the_ffn_to_build():
 
 def test_a_swiglu_backbone_with_another_rounding_is_refused_for_dinov2s_formats(tmp_path):
     model = random_backbone(ffn_layer="swiglu64")
-    with pytest.raises(Exception, match=r"FFN is 'swiglu64'.*--format clsvit or safetensors"):
+    with pytest.raises(ConfigError, match=r"FFN is 'swiglu64'.*--format clsvit or safetensors"):
         export_backbone(model, tmp_path / "x.pth", "dinov2")
