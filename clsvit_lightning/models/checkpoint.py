@@ -44,7 +44,7 @@ from clsvit_lightning.models.dinov3_keys import dinov3_format, hf_to_dinov3
 from clsvit_lightning.models.formats.dinov3 import dinov3_arch_of, dinov3_to_clsvit
 from clsvit_lightning.models.formats.hf_dinov2 import hf_to_dinov2, is_hf_layout
 from clsvit_lightning.models.formats.sources import read_weights
-from clsvit_lightning.models.swiglu import unpack_w12
+from clsvit_lightning.models.swiglu import is_packed_fc1, unpack_w12
 from clsvit_lightning.models.vision_transformer import VisionTransformer
 
 _WRAPPERS = ("teacher", "model", "state_dict")
@@ -227,9 +227,8 @@ def _unpack_swiglu(state: dict[str, Tensor], model: VisionTransformer) -> dict[s
         return state
     names = {"1": "w12", "2": "w3"}
 
-    def timm_packed(block: str) -> bool:  # fc1 twice as wide as fc2's input: SwiGLUPacked, not a GELU MLP
-        fc1, fc2 = state.get(f"{block}mlp.fc1.weight"), state.get(f"{block}mlp.fc2.weight")
-        return fc1 is not None and fc2 is not None and fc1.shape[0] == 2 * fc2.shape[-1]
+    def timm_packed(block: str) -> bool:
+        return is_packed_fc1(state.get(f"{block}mlp.fc1.weight"), state.get(f"{block}mlp.fc2.weight"))
 
     state = {
         _TIMM_SWIGLU.sub(lambda m: f"{m[1]}mlp.{names[m[2]]}.", key)

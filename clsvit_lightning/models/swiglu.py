@@ -147,6 +147,13 @@ def unpack_w12(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
     return out
 
 
+def is_packed_fc1(fc1: Tensor | None, fc2: Tensor | None) -> bool:
+    """Whether an FFN's ``fc1``/``fc2`` weights are timm's ``SwiGLUPacked`` (DINOv2's giant): ``fc1``
+    [2 h, D] packs the gate over the value and ``fc2`` [D, h] reads half of it; a GELU MLP's ``fc2``
+    reads all of ``fc1``'s output."""
+    return fc1 is not None and fc2 is not None and fc1.shape[0] == 2 * fc2.shape[-1]
+
+
 def pack_w12(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
     """The inverse of :func:`unpack_w12`: every ``*w1.*`` / ``*w2.*`` pair becomes ``*w12.*``."""
     out: dict[str, Tensor] = {}

@@ -53,7 +53,7 @@ from clsvit_lightning.models.formats.hf_dinov2 import (
 from clsvit_lightning.models.formats.hf_dinov3 import MODEL_TYPE as HF_DINOV3_MODEL_TYPE
 from clsvit_lightning.models.formats.hf_dinov3 import backbone_config_from_hf_dinov3
 from clsvit_lightning.models.formats.safetensors_file import read_safetensors
-from clsvit_lightning.models.swiglu import swiglu_hidden_features
+from clsvit_lightning.models.swiglu import is_packed_fc1, swiglu_hidden_features
 
 METADATA_CONFIG_KEY = "backbone_config"  # where our .safetensors files keep the architecture
 _WRAPPERS = ("state_dict", "model", "teacher")
@@ -216,8 +216,7 @@ def _ffn_arguments(state: Mapping[str, Tensor], embed_dim: int, source: str) -> 
     packed SwiGLU (its giant: ``w12`` [2 h', D]; timm's ``fc1`` [2 h', D] beside ``fc2`` [D, h'])."""
     first = lambda suffix: next((v for k, v in state.items() if k.endswith(suffix)), None)  # noqa: E731
     fc1, fc2, w12 = first("mlp.fc1.weight"), first("mlp.fc2.weight"), first("mlp.w12.weight")
-    timm_packed = fc1 is not None and fc2 is not None and fc1.shape[0] == 2 * fc2.shape[1]
-    packed = w12 if w12 is not None else fc1 if timm_packed else None
+    packed = w12 if w12 is not None else fc1 if is_packed_fc1(fc1, fc2) else None
     if packed is None:
         return {"mlp_ratio": fc1.shape[0] / embed_dim if fc1 is not None else 4.0}
     hidden = packed.shape[0] // 2
